@@ -1,0 +1,361 @@
+//! The command line: parses arguments into protocol [`Request`]s and prints their results.
+//!
+//! Until the host serves the protocol, every command acts directly on the image file: the
+//! inspecting ones read-only (they work while another process writes), the writing ones as the
+//! image's single writer. `--offline` is accepted from the start so scripts need not change when
+//! the host arrives.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+
+use crate::image::{Durability, Image};
+use crate::object::{ObjRef, TxId};
+use crate::protocol::{self, Failure, Refs, Request};
+
+/// The actor recorded for changes made from the command line.
+pub const CLI_ACTOR: &str = "cli";
+
+/// batos: a living image of prototype objects, with its whole history.
+#[derive(Debug, Parser)]
+#[command(name = "batos", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The image file.
+    #[arg(long, global = true, default_value = "image.db", env = "BATOS_IMAGE")]
+    pub image: PathBuf,
+    /// Where a running host listens (used once the host serves the protocol).
+    #[arg(long, global = true, default_value = "tcp://127.0.0.1:5555", env = "BATOS_ENDPOINT")]
+    pub endpoint: String,
+    /// Print exactly the protocol's `result` (or `error`) as one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Act on the image file directly instead of through a running host.
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// How hard a commit waits for the disk: `full` survives a power cut, `normal` a crash.
+    #[arg(long, global = true, value_enum, default_value_t = Durability::Full)]
+    pub durability: Durability,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an image from genesis.
+    Init,
+    /// Ask for the image's version and newest transaction.
+    Ping,
+    /// Clone a prototype into a new object.
+    Create {
+        /// The prototype(s), comma separated, leftmost first.
+        #[arg(long, default_value = "object", value_delimiter = ',')]
+        from: Vec<ObjRef>,
+        /// A unique name for the new object.
+        #[arg(long)]
+        name: Option<String>,
+        /// Slots as a JSON object, e.g. '{"count": 0}'.
+        #[arg(long)]
+        slots: Option<String>,
+    },
+    /// Read a slot, through delegation.
+    Get { object: ObjRef, slot: String },
+    /// Write a slot on the object itself.
+    Set {
+        object: ObjRef,
+        slot: String,
+        /// The value as JSON: 3, '"text"', '{"a": 1}', null.
+        value: String,
+    },
+    /// Remove a slot from the object itself.
+    Remove { object: ObjRef, slot: String },
+    /// Name or rename an object (`--clear` removes its name).
+    Rename {
+        object: ObjRef,
+        #[arg(required_unless_present = "clear")]
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        clear: bool,
+    },
+    /// Show, or replace, the ordered parents.
+    Parents { object: ObjRef, parents: Vec<ObjRef> },
+    /// Send a message; each JSON is one argument.
+    Send {
+        object: ObjRef,
+        selector: String,
+        args: Vec<String>,
+        /// What a missing method should do (read by cognition).
+        #[arg(long)]
+        intent: Option<String>,
+    },
+    /// Show an object now, or as of a transaction.
+    Describe {
+        object: ObjRef,
+        /// The transaction to look back to.
+        #[arg(long)]
+        at: Option<i64>,
+    },
+    /// Show transactions with their changes, newest last.
+    History {
+        /// From this transaction on.
+        #[arg(long)]
+        since: Option<i64>,
+        /// At most this many transactions.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only changes to this object.
+        #[arg(long)]
+        object: Option<ObjRef>,
+    },
+    /// Rebuild the state from the log and hash it.
+    Replay {
+        /// Replay up to this transaction (default: the newest).
+        #[arg(long)]
+        until: Option<i64>,
+        /// Also replay the whole log and fail unless it matches the live image.
+        #[arg(long)]
+        verify: bool,
+    },
+    /// Revert a transaction in a new one.
+    Undo { tx: i64 },
+}
+
+/// An error at the command line: the protocol failure it stands for.
+pub type CliError = Failure;
+
+/// Runs one command and prints its result. Returns the failure to report, if any.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let Cli { global, command } = cli;
+    let request = match command {
+        Command::Init => {
+            let image = Image::create(&global.image, global.durability)?;
+            let tx = image.newest_tx()?;
+            let result = json!({"image": global.image.display().to_string(), "tx": tx});
+            print(&global, &result, || {
+                format!("created {} from genesis (tx {tx}): objects `object` and `lobby`", global.image.display())
+            });
+            return Ok(());
+        }
+        Command::Ping => Request::Ping,
+        Command::Create { from, name, slots } => Request::Create {
+            from: Refs::Many(from),
+            name,
+            slots: slots.map(|s| parse_slots(&s)).transpose()?,
+        },
+        Command::Get { object, slot } => Request::Get { to: object, slot },
+        Command::Set { object, slot, value } => Request::Set {
+            to: object,
+            slot,
+            value: parse_json("the value", &value)?,
+        },
+        Command::Remove { object, slot } => Request::Remove { to: object, slot },
+        Command::Rename { object, name, clear } => Request::Rename {
+            to: object,
+            name: if clear { None } else { name },
+        },
+        Command::Parents { object, parents } => Request::Parents {
+            to: object,
+            parents: (!parents.is_empty()).then_some(parents),
+        },
+        Command::Send {
+            object,
+            selector,
+            args,
+            intent,
+        } => Request::Send {
+            to: object,
+            selector,
+            args: args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| parse_json(&format!("argument {}", i + 1), a))
+                .collect::<Result<_, _>>()?,
+            intent,
+        },
+        Command::Describe { object, at } => Request::Describe {
+            to: object,
+            at: at.map(TxId),
+        },
+        Command::History { since, limit, object } => Request::History {
+            since: since.map(TxId),
+            limit: Some(limit),
+            to: object,
+        },
+        Command::Replay { until, verify } => {
+            return replay(&global, until.map(TxId), verify);
+        }
+        Command::Undo { tx } => Request::Undo { tx: TxId(tx) },
+    };
+    let mut image = if request.writes() {
+        Image::open(&global.image, global.durability)?
+    } else {
+        Image::open_read_only(&global.image)?
+    };
+    let shown = request.clone();
+    let result = protocol::execute(&mut image, request, CLI_ACTOR)?;
+    print(&global, &result, || render(&shown, &result));
+    Ok(())
+}
+
+fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliError> {
+    let image = Image::open_read_only(&global.image)?;
+    let report = image.replay(until)?;
+    let result = serde_json::to_value(&report).map_err(|e| Failure::new("internal", e.to_string()))?;
+    print(global, &result, || render(&Request::Replay { until }, &result));
+    if verify {
+        // Verifying always replays the whole log against the live image.
+        let full = if report.matches.is_some() { report } else { image.replay(None)? };
+        if full.matches != Some(true) {
+            return Err(Failure::new(
+                "replay-mismatch",
+                format!(
+                    "replay of the log to tx {} does not match the live image: {}",
+                    full.tx,
+                    full.first_difference.as_deref().unwrap_or("hashes differ")
+                ),
+            ));
+        }
+        if !global.json {
+            println!("verified: the log replays to the live image at tx {}", full.tx);
+        }
+    }
+    Ok(())
+}
+
+fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        Failure::new(
+            "bad-request",
+            format!("{what} is not JSON ({e}): quote strings as '\"text\"'"),
+        )
+    })
+}
+
+fn parse_slots(text: &str) -> Result<Map<String, Value>, Failure> {
+    match parse_json("--slots", text)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(Failure::new("bad-request", "--slots must be a JSON object")),
+    }
+}
+
+fn print(global: &Global, result: &Value, human: impl FnOnce() -> String) {
+    if global.json {
+        println!("{result}");
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// A person's view of a result.
+fn render(request: &Request, result: &Value) -> String {
+    match request {
+        Request::Create { .. } => format!("created object {} (tx {})", result["oid"], result["tx"]),
+        Request::Set { .. } | Request::Remove { .. } | Request::Rename { .. } => {
+            format!("tx {}", result["tx"])
+        }
+        Request::Undo { tx } => format!("undid tx {tx} in tx {}", result["tx"]),
+        Request::Parents { .. } => {
+            let parents: Vec<String> = result["parents"]
+                .as_array()
+                .map(|a| a.iter().map(Value::to_string).collect())
+                .unwrap_or_default();
+            format!("parents of {}: {}", result["oid"], if parents.is_empty() { "(none)".into() } else { parents.join(" ") })
+        }
+        Request::Describe { .. } => render_object(result),
+        Request::History { .. } => render_history(result),
+        Request::Replay { .. } => {
+            let mut out = format!("replayed to tx {}: state {}", result["tx"], result["state_hash"].as_str().unwrap_or(""));
+            if let Some(live) = result["live_hash"].as_str() {
+                let verdict = if result["match"] == json!(true) { "match" } else { "MISMATCH" };
+                out.push_str(&format!("\nlive image:        {live} ({verdict})"));
+                if let Some(diff) = result["first_difference"].as_str() {
+                    out.push_str(&format!("\nfirst difference: {diff}"));
+                }
+            }
+            out
+        }
+        Request::Ping => format!(
+            "batos {} image {} at tx {}",
+            result["version"].as_str().unwrap_or("?"),
+            result["image"].as_str().unwrap_or("(memory)"),
+            result["tx"]
+        ),
+        Request::Get { .. } | Request::Send { .. } => pretty(result),
+    }
+}
+
+fn render_object(o: &Value) -> String {
+    let mut out = format!("object {}", o["oid"]);
+    if let Some(name) = o["name"].as_str() {
+        out.push_str(&format!(" `{name}`"));
+    }
+    let parents: Vec<String> = o["parents"]
+        .as_array()
+        .map(|a| a.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    out.push_str(&format!("\n  parents: {}", if parents.is_empty() { "(none)".into() } else { parents.join(" ") }));
+    match o["slots"].as_object() {
+        Some(slots) if !slots.is_empty() => {
+            for (name, value) in slots {
+                out.push_str(&format!("\n  {name} = {value}"));
+            }
+        }
+        _ => out.push_str("\n  (no slots)"),
+    }
+    if let Some(methods) = o["methods"].as_array().filter(|m| !m.is_empty()) {
+        let names: Vec<&str> = methods.iter().filter_map(Value::as_str).collect();
+        out.push_str(&format!("\n  methods: {}", names.join(" ")));
+    }
+    out
+}
+
+fn render_history(h: &Value) -> String {
+    let mut lines = Vec::new();
+    for t in h.as_array().map(Vec::as_slice).unwrap_or_default() {
+        lines.push(format!(
+            "tx {}  {}  {}  {}",
+            t["tx"],
+            t["at"].as_str().unwrap_or(""),
+            t["actor"].as_str().unwrap_or(""),
+            t["note"].as_str().unwrap_or("")
+        ));
+        for c in t["changes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let oid = &c["oid"];
+            let line = match c["what"].as_str().unwrap_or("") {
+                "create" => format!("create object {oid}"),
+                "destroy" => format!("destroy object {oid}"),
+                "slot" => format!(
+                    "{oid}.{}: {} -> {}",
+                    c["slot"].as_str().unwrap_or(""),
+                    slot_text(&c["before"]),
+                    slot_text(&c["after"])
+                ),
+                other => format!("{oid} {other}: {} -> {}", c["before"], c["after"]),
+            };
+            lines.push(format!("    {line}"));
+        }
+    }
+    if lines.is_empty() {
+        "(no transactions)".into()
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn slot_text(slot: &Value) -> String {
+    match slot.get("value") {
+        Some(v) => v.to_string(),
+        None if slot.is_null() => "(absent)".into(),
+        None => slot.to_string(),
+    }
+}

@@ -1,0 +1,819 @@
+//! The image: one SQLite file holding every object, slot and parent, and the whole history of
+//! how they came to be.
+//!
+//! [`Image`] owns the connection; every change goes through [`Image::transact`], which hands a
+//! [`Tx`] to the caller, records each write in the change log with its value before and after,
+//! runs the Data Guardian over every object the transaction touched, and commits. An error
+//! anywhere rolls the whole transaction back.
+//!
+//! Durability: WAL journal, `synchronous=FULL` by default (a commit that returned is on disk even
+//! if the machine loses power); [`Durability::Normal`] trades the last commits before a power cut
+//! (never consistency) for speed. Foreign keys are on.
+//!
+//! Compatibility: the schema lives in [`schema`] as append-only migrations on `user_version`.
+
+mod lock;
+pub mod log;
+pub mod replay;
+mod schema;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+pub use lock::WriterLock;
+pub use log::{Change, HistoryFilter, Transaction};
+
+use crate::guardian::{self, SchemaViolation};
+use crate::object::{self, Found, LookupError, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId};
+
+/// How hard a commit waits for the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Durability {
+    /// `synchronous=FULL`: an acknowledged commit survives a power cut.
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: an acknowledged commit survives a crash of the process, and the image
+    /// stays consistent after a power cut, but the last commits before it may be lost.
+    Normal,
+}
+
+/// How long a writer waits for another connection's write to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The actor of the first transaction.
+pub const GENESIS_ACTOR: &str = "genesis";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("no image at {}: create one with `batos init`", .0.display())]
+    NotFound(PathBuf),
+    #[error("an image already exists at {}", .0.display())]
+    AlreadyExists(PathBuf),
+    #[error(
+        "the image {} is open for writing by another process{}; stop it first, or use a read-only command",
+        path.display(),
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error("this image has schema version {found}, newer than this batos knows ({known}): upgrade batos")]
+    NewerSchema { found: i64, known: i64 },
+    #[error("this image has schema version {found}, older than {known}: open it once for writing to migrate it")]
+    OlderSchema { found: i64, known: i64 },
+    #[error("this image is open read-only")]
+    ReadOnly,
+    #[error("no object `{0}` in this image")]
+    NoSuchObject(ObjRef),
+    #[error("object {oid} has no slot `{slot}`")]
+    NoSuchSlot { oid: Oid, slot: String },
+    #[error("no transaction {0} in this image")]
+    NoSuchTransaction(TxId),
+    #[error("the name `{name}` is already taken by object {holder}")]
+    NameTaken { name: String, holder: Oid },
+    #[error("`{name}` cannot be an object's name: {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error(
+        "making [{}] the parents of object {child} would close a delegation cycle",
+        parents.iter().map(Oid::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    ParentCycle { child: Oid, parents: Vec<Oid> },
+    #[error("object {oid}: {violation}")]
+    SchemaViolation { oid: Oid, violation: SchemaViolation },
+    #[error("cannot undo transaction {tx}: transaction {later} later changed the same {what} of object {oid}")]
+    Conflict {
+        tx: TxId,
+        later: TxId,
+        oid: Oid,
+        what: String,
+    },
+    #[error("cannot undo transaction {tx}: {reason}")]
+    Irreversible { tx: TxId, reason: String },
+    #[error(transparent)]
+    TooDeep(#[from] LookupError<std::convert::Infallible>),
+    #[error("the image file is damaged: {0}")]
+    Corrupt(String),
+    #[error("cannot use {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("image database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+impl ImageError {
+    /// The protocol's stable error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ImageError::NoSuchObject(_) => "no-such-object",
+            ImageError::NoSuchSlot { .. } => "no-such-slot",
+            ImageError::NoSuchTransaction(_) => "no-such-transaction",
+            ImageError::SchemaViolation { .. } => "schema-violation",
+            ImageError::Conflict { .. } | ImageError::Irreversible { .. } => "conflict",
+            ImageError::NameTaken { .. } => "name-taken",
+            ImageError::BadName { .. } => "bad-request",
+            ImageError::ParentCycle { .. } => "parent-cycle",
+            ImageError::TooDeep(_) => "delegation-too-deep",
+            ImageError::Locked { .. } => "locked",
+            ImageError::ReadOnly => "read-only",
+            ImageError::NotFound(_) | ImageError::AlreadyExists(_) => "bad-request",
+            ImageError::NewerSchema { .. }
+            | ImageError::OlderSchema { .. }
+            | ImageError::Corrupt(_)
+            | ImageError::Io { .. }
+            | ImageError::Sqlite(_) => "internal",
+        }
+    }
+}
+
+/// Lookup errors carry the graph's error type; the image's graph only fails with SQL errors,
+/// which are lifted into [`ImageError`] before the walk sees them.
+impl From<LookupError<ImageError>> for ImageError {
+    fn from(e: LookupError<ImageError>) -> Self {
+        match e {
+            LookupError::TooDeep { receiver, selector } => {
+                ImageError::TooDeep(LookupError::TooDeep { receiver, selector })
+            }
+            LookupError::Graph(e) => e,
+        }
+    }
+}
+
+/// An object as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectView {
+    pub oid: Oid,
+    pub name: Option<String>,
+    pub parents: Vec<Oid>,
+    /// Value slots, by name.
+    pub slots: Map<String, Value>,
+    /// Selectors of method slots.
+    pub methods: Vec<String>,
+}
+
+impl ObjectView {
+    fn from_state(oid: Oid, state: replay::ObjectState) -> Self {
+        let mut slots = Map::new();
+        let methods = Vec::new();
+        for (name, slot) in state.slots {
+            match slot {
+                Slot::Value(v) => {
+                    slots.insert(name, v);
+                }
+            }
+        }
+        ObjectView {
+            oid,
+            name: state.name,
+            parents: state.parents,
+            slots,
+            methods,
+        }
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplayReport {
+    /// The transaction replayed up to.
+    pub tx: TxId,
+    pub state_hash: String,
+    /// The live image's hash, when `tx` is the newest transaction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_hash: Option<String>,
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<bool>,
+    /// Where replay and the live image first differ, when they do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_difference: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Write,
+    Read,
+}
+
+/// The image: one SQLite connection, and (for a writer) the lock that makes it the only writer.
+#[derive(Debug)]
+pub struct Image {
+    conn: Connection,
+    /// `None` for an in-memory image.
+    path: Option<PathBuf>,
+    access: Access,
+    /// Held for as long as the image is open for writing; released by the kernel on any exit.
+    _lock: Option<WriterLock>,
+}
+
+impl Image {
+    /// Creates a new image file from genesis. Refuses if one exists.
+    pub fn create(path: &Path, durability: Durability) -> Result<Image, ImageError> {
+        if path.exists() {
+            return Err(ImageError::AlreadyExists(path.to_owned()));
+        }
+        Self::open_writer(path, durability)
+    }
+
+    /// Opens an existing image for writing.
+    pub fn open(path: &Path, durability: Durability) -> Result<Image, ImageError> {
+        if !path.exists() {
+            return Err(ImageError::NotFound(path.to_owned()));
+        }
+        Self::open_writer(path, durability)
+    }
+
+    /// Opens an image for writing, creating it from genesis if there is none.
+    pub fn open_or_create(path: &Path, durability: Durability) -> Result<Image, ImageError> {
+        Self::open_writer(path, durability)
+    }
+
+    fn open_writer(path: &Path, durability: Durability) -> Result<Image, ImageError> {
+        // Lock first: two processes must never both migrate or write.
+        let lock = WriterLock::acquire(path)?;
+        let conn = Connection::open(path)?;
+        let mut image = Image {
+            conn,
+            path: Some(path.to_owned()),
+            access: Access::Write,
+            _lock: Some(lock),
+        };
+        image.configure(durability)?;
+        image.bring_to_life()?;
+        Ok(image)
+    }
+
+    /// Opens an image read-only, without the writer lock: works while a writer runs.
+    pub fn open_read_only(path: &Path) -> Result<Image, ImageError> {
+        if !path.exists() {
+            return Err(ImageError::NotFound(path.to_owned()));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let found = schema::version(&conn)?;
+        let known = schema::latest_version();
+        if found > known {
+            return Err(ImageError::NewerSchema { found, known });
+        }
+        if found < known {
+            return Err(ImageError::OlderSchema { found, known });
+        }
+        Ok(Image {
+            conn,
+            path: Some(path.to_owned()),
+            access: Access::Read,
+            _lock: None,
+        })
+    }
+
+    /// A private image in memory, from genesis: for tests and throwaway work.
+    pub fn in_memory() -> Result<Image, ImageError> {
+        let mut image = Image {
+            conn: Connection::open_in_memory()?,
+            path: None,
+            access: Access::Write,
+            _lock: None,
+        };
+        image.configure(Durability::Normal)?;
+        image.bring_to_life()?;
+        Ok(image)
+    }
+
+    fn configure(&mut self, durability: Durability) -> Result<(), ImageError> {
+        if self.path.is_some() {
+            let mode: String = self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(ImageError::Corrupt(format!("could not switch to WAL (got {mode})")));
+            }
+        }
+        let sync = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        self.conn.pragma_update(None, "synchronous", sync)?;
+        self.conn.pragma_update(None, "foreign_keys", true)?;
+        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(())
+    }
+
+    /// Migrates the schema and, for a brand-new file, writes genesis.
+    fn bring_to_life(&mut self) -> Result<(), ImageError> {
+        schema::migrate(&mut self.conn)?;
+        let empty: bool = self
+            .conn
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM transactions)", [], |r| r.get(0))?;
+        if empty {
+            self.transact(GENESIS_ACTOR, "genesis: object and lobby", |tx| {
+                let object = tx.create_object(&[], Some("object"), Map::new())?;
+                tx.create_object(&[object], Some("lobby"), Map::new())?;
+                Ok::<_, ImageError>(())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `work` in one immediate transaction by `actor`, with `note` in the log. Commits only
+    /// if `work` succeeds and every touched object satisfies its schema; otherwise nothing of it
+    /// is written.
+    pub fn transact<T, E>(
+        &mut self,
+        actor: &str,
+        note: &str,
+        work: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+    ) -> Result<(T, TxId), E>
+    where
+        E: From<ImageError>,
+    {
+        if self.access != Access::Write {
+            return Err(ImageError::ReadOnly.into());
+        }
+        let inner = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(ImageError::from)?;
+        inner
+            .prepare_cached(
+                "INSERT INTO transactions (at, actor, note)
+                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?1, ?2)",
+            )
+            .and_then(|mut s| s.execute(params![actor, note]))
+            .map_err(ImageError::from)?;
+        let id = TxId(inner.last_insert_rowid());
+        let mut tx = Tx {
+            inner,
+            id,
+            seq: 0,
+            touched: BTreeSet::new(),
+        };
+        let value = work(&mut tx)?;
+        tx.guard_touched()?;
+        tx.inner.commit().map_err(ImageError::from)?;
+        Ok((value, id))
+    }
+
+    fn db(&self) -> Db<'_> {
+        Db(&self.conn)
+    }
+
+    pub fn resolve(&self, r: &ObjRef) -> Result<Oid, ImageError> {
+        self.db().resolve(r)
+    }
+
+    pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+        Ok(object::lookup(&self.db(), receiver, selector)?)
+    }
+
+    /// Sends `selector` to `receiver`: a value slot answers its value; no slot anywhere on the
+    /// delegation path is [`Outcome::DoesNotUnderstand`].
+    pub fn send(&self, receiver: Oid, selector: &str, _args: &[Value]) -> Result<Outcome, ImageError> {
+        self.db().send(receiver, selector)
+    }
+
+    /// A slot's value, found through delegation like a send.
+    pub fn get(&self, receiver: Oid, slot: &str) -> Result<Value, ImageError> {
+        match self.lookup(receiver, slot)? {
+            Some(Found {
+                slot: Slot::Value(v), ..
+            }) => Ok(v),
+            None => Err(ImageError::NoSuchSlot {
+                oid: receiver,
+                slot: slot.to_owned(),
+            }),
+        }
+    }
+
+    pub fn parents(&self, oid: Oid) -> Result<Vec<Oid>, ImageError> {
+        self.db().existing(oid)?;
+        self.db().parents(oid)
+    }
+
+    /// The object now, or as of transaction `at`.
+    pub fn describe(&self, oid: Oid, at: Option<TxId>) -> Result<ObjectView, ImageError> {
+        let state = match at {
+            None => self.db().state(oid)?,
+            Some(at) => {
+                if at.0 < 1 || at > self.newest_tx()? {
+                    return Err(ImageError::NoSuchTransaction(at));
+                }
+                replay::object_as_of(&self.conn, oid, at)?
+            }
+        };
+        let state = state.ok_or(ImageError::NoSuchObject(ObjRef::Id(oid.0)))?;
+        Ok(ObjectView::from_state(oid, state))
+    }
+
+    pub fn newest_tx(&self) -> Result<TxId, ImageError> {
+        Ok(TxId(self.conn.query_row(
+            "SELECT COALESCE(MAX(tx), 0) FROM transactions",
+            [],
+            |r| r.get(0),
+        )?))
+    }
+
+    pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Transaction>, ImageError> {
+        log::history(&self.conn, filter)
+    }
+
+    /// Rebuilds the state from the log up to `until` (default: the newest transaction) in a
+    /// fresh database and hashes it; at the newest transaction, compares with the live image.
+    pub fn replay(&self, until: Option<TxId>) -> Result<ReplayReport, ImageError> {
+        let newest = self.newest_tx()?;
+        let until = until.unwrap_or(newest);
+        if until.0 < 1 || until > newest {
+            return Err(ImageError::NoSuchTransaction(until));
+        }
+        let replayed = replay::replay_until(&self.conn, until)?;
+        let state_hash = replay::hash(&replayed);
+        let mut report = ReplayReport {
+            tx: until,
+            state_hash,
+            live_hash: None,
+            matches: None,
+            first_difference: None,
+        };
+        if until == newest {
+            let live = replay::dump(&self.conn)?;
+            let live_hash = replay::hash(&live);
+            let matches = live_hash == report.state_hash;
+            if !matches {
+                report.first_difference = replay::first_difference(&live, &replayed);
+            }
+            report.live_hash = Some(live_hash);
+            report.matches = Some(matches);
+        }
+        Ok(report)
+    }
+
+    /// The live image's canonical state hash.
+    pub fn state_hash(&self) -> Result<String, ImageError> {
+        Ok(replay::hash(&replay::dump(&self.conn)?))
+    }
+
+    /// Reverts transaction `target` in a new transaction, unless a later one changed the same
+    /// slots, names or parents (then [`ImageError::Conflict`]). Undo of an undo redoes.
+    pub fn undo(&mut self, target: TxId, actor: &str) -> Result<TxId, ImageError> {
+        if log::transaction(&self.conn, target)?.is_none() {
+            return Err(ImageError::NoSuchTransaction(target));
+        }
+        if target.0 == 1 {
+            return Err(ImageError::Irreversible {
+                tx: target,
+                reason: "it is genesis".into(),
+            });
+        }
+        let changes = log::changes_of(&self.conn, target)?;
+        for change in &changes {
+            if let Some(later) = log::later_change_to(&self.conn, target, change)? {
+                let what = match change {
+                    Change::Slot { slot, .. } => format!("slot `{slot}`"),
+                    Change::Name { .. } => "name".into(),
+                    Change::Parents { .. } => "parents".into(),
+                    Change::Create { .. } | Change::Destroy { .. } => "existence".into(),
+                };
+                return Err(ImageError::Conflict {
+                    tx: target,
+                    later,
+                    oid: change.oid(),
+                    what,
+                });
+            }
+        }
+        let note = format!("undo {target}");
+        let ((), tx) = self.transact(actor, &note, |tx| {
+            for change in changes.iter().rev() {
+                tx.apply_inverse(target, change)?;
+            }
+            Ok::<_, ImageError>(())
+        })?;
+        Ok(tx)
+    }
+}
+
+/// One open transaction. Every write records a [`Change`] and marks its object for the Data
+/// Guardian. Dropping it without [`Image::transact`] committing rolls everything back.
+#[derive(Debug)]
+pub struct Tx<'c> {
+    inner: rusqlite::Transaction<'c>,
+    id: TxId,
+    /// Position of the next change within this transaction.
+    seq: i64,
+    /// Objects written in this transaction: each is checked against its schema before commit.
+    touched: BTreeSet<Oid>,
+}
+
+impl Tx<'_> {
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+
+    fn db(&self) -> Db<'_> {
+        Db(&self.inner)
+    }
+
+    fn record(&mut self, change: Change) -> Result<(), ImageError> {
+        log::apply(&self.inner, &change)?;
+        log::append(&self.inner, self.id, self.seq, &change)?;
+        self.seq += 1;
+        self.touched.insert(change.oid());
+        Ok(())
+    }
+
+    pub fn resolve(&self, r: &ObjRef) -> Result<Oid, ImageError> {
+        self.db().resolve(r)
+    }
+
+    pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+        Ok(object::lookup(&self.db(), receiver, selector)?)
+    }
+
+    pub fn send(&self, receiver: Oid, selector: &str, _args: &[Value]) -> Result<Outcome, ImageError> {
+        self.db().send(receiver, selector)
+    }
+
+    /// Clones: a new object with `parents` (usually one prototype), an optional unique name and
+    /// the given value slots.
+    pub fn create_object(
+        &mut self,
+        parents: &[Oid],
+        name: Option<&str>,
+        slots: Map<String, Value>,
+    ) -> Result<Oid, ImageError> {
+        for parent in parents {
+            self.db().existing(*parent)?;
+        }
+        // The next id AUTOINCREMENT would give: past every oid ever used, undone ones included.
+        let oid = Oid(self.inner.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'objects'), 0) + 1",
+            [],
+            |r| r.get(0),
+        )?);
+        self.record(Change::Create { oid })?;
+        if let Some(name) = name {
+            self.rename(oid, Some(name))?;
+        }
+        if !parents.is_empty() {
+            self.set_parents(oid, parents.to_vec())?;
+        }
+        for (slot, value) in slots {
+            self.set_slot(oid, &slot, Slot::Value(value))?;
+        }
+        Ok(oid)
+    }
+
+    pub fn set_slot(&mut self, oid: Oid, slot: &str, value: Slot) -> Result<(), ImageError> {
+        self.db().existing(oid)?;
+        let before = self.db().own_slot(oid, slot)?;
+        self.record(Change::Slot {
+            oid,
+            slot: slot.to_owned(),
+            before,
+            after: Some(value),
+        })
+    }
+
+    pub fn remove_slot(&mut self, oid: Oid, slot: &str) -> Result<(), ImageError> {
+        self.db().existing(oid)?;
+        let before = self.db().own_slot(oid, slot)?;
+        if before.is_none() {
+            return Err(ImageError::NoSuchSlot {
+                oid,
+                slot: slot.to_owned(),
+            });
+        }
+        self.record(Change::Slot {
+            oid,
+            slot: slot.to_owned(),
+            before,
+            after: None,
+        })
+    }
+
+    /// Replaces the ordered parents. Refuses unknown parents and anything that closes a cycle.
+    pub fn set_parents(&mut self, oid: Oid, parents: Vec<Oid>) -> Result<(), ImageError> {
+        self.db().existing(oid)?;
+        for parent in &parents {
+            self.db().existing(*parent)?;
+        }
+        if object::would_cycle(&self.db(), oid, &parents)? {
+            return Err(ImageError::ParentCycle { child: oid, parents });
+        }
+        let before = self.db().parents(oid)?;
+        self.record(Change::Parents {
+            oid,
+            before,
+            after: parents,
+        })
+    }
+
+    /// Names or renames an object (`None` removes its name). Names are unique and not all digits
+    /// (those are ids).
+    pub fn rename(&mut self, oid: Oid, name: Option<&str>) -> Result<(), ImageError> {
+        self.db().existing(oid)?;
+        if let Some(name) = name {
+            check_name(name)?;
+            if let Some(holder) = self.db().named(name)?
+                && holder != oid
+            {
+                return Err(ImageError::NameTaken {
+                    name: name.to_owned(),
+                    holder,
+                });
+            }
+        }
+        let before = self.db().name_of(oid)?;
+        self.record(Change::Name {
+            oid,
+            before,
+            after: name.map(str::to_owned),
+        })
+    }
+
+    /// Applies the inverse of `change` (from transaction `target`) through the checked writes.
+    fn apply_inverse(&mut self, target: TxId, change: &Change) -> Result<(), ImageError> {
+        match change.inverse() {
+            Change::Slot {
+                oid, slot, after, ..
+            } => match after {
+                Some(value) => self.set_slot(oid, &slot, value),
+                None => self.remove_slot(oid, &slot),
+            },
+            Change::Name { oid, after, .. } => self.rename(oid, after.as_deref()),
+            Change::Parents { oid, after, .. } => self.set_parents(oid, after),
+            Change::Destroy { oid } => {
+                let children: i64 = self.inner.query_row(
+                    "SELECT COUNT(*) FROM parents WHERE parent = ?1",
+                    [oid.0],
+                    |r| r.get(0),
+                )?;
+                if children > 0 {
+                    return Err(ImageError::Irreversible {
+                        tx: target,
+                        reason: format!("object {oid}, which it created, is now a parent of {children} object(s)"),
+                    });
+                }
+                self.record(Change::Destroy { oid })
+            }
+            Change::Create { oid } => self.record(Change::Create { oid }),
+        }
+    }
+
+    /// The Data Guardian: every touched object that still exists must satisfy the schema it
+    /// carries or inherits.
+    fn guard_touched(&self) -> Result<(), ImageError> {
+        for &oid in &self.touched {
+            if self.db().name_of_if_exists(oid)?.is_none() {
+                continue;
+            }
+            let Some(found) = self.lookup(oid, guardian::SCHEMA_SLOT)? else {
+                continue;
+            };
+            let Slot::Value(schema) = found.slot;
+            let slots = self.db().own_values(oid)?;
+            guardian::check_slots(&schema, &slots)
+                .map_err(|violation| ImageError::SchemaViolation { oid, violation })?;
+        }
+        Ok(())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), ImageError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.parse::<i64>().is_ok() {
+        "a number names an object by id"
+    } else if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '.' || c == ',') {
+        "it holds whitespace, a control character, `.` or `,`"
+    } else {
+        return Ok(());
+    };
+    Err(ImageError::BadName {
+        name: name.to_owned(),
+        reason,
+    })
+}
+
+/// Reads over one connection (the image's, or an open transaction's). All reading SQL is here.
+struct Db<'c>(&'c Connection);
+
+impl Db<'_> {
+    fn resolve(&self, r: &ObjRef) -> Result<Oid, ImageError> {
+        let found: Option<i64> = match r {
+            ObjRef::Id(id) => self
+                .0
+                .prepare_cached("SELECT oid FROM objects WHERE oid = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?,
+            ObjRef::Name(name) => self
+                .0
+                .prepare_cached("SELECT oid FROM objects WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()?,
+        };
+        found.map(Oid).ok_or_else(|| ImageError::NoSuchObject(r.clone()))
+    }
+
+    fn existing(&self, oid: Oid) -> Result<(), ImageError> {
+        self.resolve(&ObjRef::Id(oid.0)).map(|_| ())
+    }
+
+    fn named(&self, name: &str) -> Result<Option<Oid>, ImageError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT oid FROM objects WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?
+            .map(Oid))
+    }
+
+    fn name_of(&self, oid: Oid) -> Result<Option<String>, ImageError> {
+        self.name_of_if_exists(oid)?
+            .ok_or(ImageError::NoSuchObject(ObjRef::Id(oid.0)))
+    }
+
+    /// `None`: no such object; `Some(None)`: an object without a name.
+    fn name_of_if_exists(&self, oid: Oid) -> Result<Option<Option<String>>, ImageError> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT name FROM objects WHERE oid = ?1")?
+            .query_row([oid.0], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn own_values(&self, oid: Oid) -> Result<Map<String, Value>, ImageError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name, kind, value FROM slots WHERE oid = ?1 ORDER BY name")?;
+        let mut rows = stmt.query([oid.0])?;
+        let mut map = Map::new();
+        while let Some(r) = rows.next()? {
+            let Slot::Value(v) = log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
+            map.insert(r.get(0)?, v);
+        }
+        Ok(map)
+    }
+
+    fn state(&self, oid: Oid) -> Result<Option<replay::ObjectState>, ImageError> {
+        let Some(name) = self.name_of_if_exists(oid)? else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name, kind, value FROM slots WHERE oid = ?1 ORDER BY name")?;
+        let mut rows = stmt.query([oid.0])?;
+        let mut slots = std::collections::BTreeMap::new();
+        while let Some(r) = rows.next()? {
+            let slot = log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
+            slots.insert(r.get(0)?, slot);
+        }
+        Ok(Some(replay::ObjectState {
+            name,
+            parents: self.parents(oid)?,
+            slots,
+        }))
+    }
+
+    fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+        self.existing(receiver)?;
+        Ok(match object::lookup(self, receiver, selector)? {
+            Some(Found {
+                slot: Slot::Value(v), ..
+            }) => Outcome::Answer(v),
+            None => Outcome::DoesNotUnderstand {
+                receiver,
+                selector: selector.to_owned(),
+            },
+        })
+    }
+}
+
+impl ObjectGraph for Db<'_> {
+    type Error = ImageError;
+
+    fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
+        let row: Option<(String, String)> = self
+            .0
+            .prepare_cached("SELECT kind, value FROM slots WHERE oid = ?1 AND name = ?2")?
+            .query_row(params![oid.0, name], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(kind, text)| log::slot_from_columns(&kind, &text))
+            .transpose()
+    }
+
+    fn parents(&self, oid: Oid) -> Result<Vec<Oid>, ImageError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT parent FROM parents WHERE oid = ?1 ORDER BY position")?;
+        let rows = stmt.query_map([oid.0], |r| r.get(0).map(Oid))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,92 @@
+//! The image's SQL schema: an append-only list of migrations keyed on `PRAGMA user_version`.
+//!
+//! Compatibility: entry `i` takes a database from version `i` to `i + 1`. Never reorder, edit or
+//! remove an entry; a change of schema is a new entry at the end. An image whose version is newer
+//! than this list is refused rather than guessed at.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::ImageError;
+
+
+/// The migrations, oldest first. Table names match the constants above.
+const MIGRATIONS: &[&str] = &[
+    // 1: objects, slots, parents and the append-only transaction log.
+    r#"
+    CREATE TABLE transactions (
+        tx    INTEGER PRIMARY KEY AUTOINCREMENT,
+        at    TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        note  TEXT NOT NULL
+    );
+    -- AUTOINCREMENT: an oid is never reused, even after an undone creation.
+    CREATE TABLE objects (
+        oid  INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT UNIQUE
+    );
+    CREATE TABLE parents (
+        oid      INTEGER NOT NULL REFERENCES objects(oid) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        parent   INTEGER NOT NULL REFERENCES objects(oid),
+        PRIMARY KEY (oid, position)
+    ) WITHOUT ROWID;
+    CREATE INDEX parents_by_parent ON parents(parent);
+    -- kind: 'value' (value is any JSON) or 'method' (value points at an installed method).
+    CREATE TABLE slots (
+        oid   INTEGER NOT NULL REFERENCES objects(oid) ON DELETE CASCADE,
+        name  TEXT NOT NULL,
+        kind  TEXT NOT NULL CHECK (kind IN ('value', 'method')),
+        value TEXT NOT NULL,
+        PRIMARY KEY (oid, name)
+    ) WITHOUT ROWID;
+    -- One row per change, in order within its transaction. before/after are JSON (NULL: absent).
+    -- oid has no foreign key: the log outlives objects whose creation was undone.
+    CREATE TABLE changes (
+        tx     INTEGER NOT NULL REFERENCES transactions(tx),
+        seq    INTEGER NOT NULL,
+        oid    INTEGER NOT NULL,
+        what   TEXT NOT NULL CHECK (what IN ('create', 'destroy', 'name', 'parents', 'slot')),
+        slot   TEXT,
+        before TEXT,
+        after  TEXT,
+        PRIMARY KEY (tx, seq)
+    ) WITHOUT ROWID;
+    CREATE INDEX changes_by_object ON changes(oid, tx);
+    -- The log is append-only: the database itself refuses to rewrite it.
+    CREATE TRIGGER changes_never_updated BEFORE UPDATE ON changes
+        BEGIN SELECT RAISE(ABORT, 'the change log is append-only'); END;
+    CREATE TRIGGER changes_never_deleted BEFORE DELETE ON changes
+        BEGIN SELECT RAISE(ABORT, 'the change log is append-only'); END;
+    CREATE TRIGGER transactions_never_updated BEFORE UPDATE ON transactions
+        BEGIN SELECT RAISE(ABORT, 'the transaction log is append-only'); END;
+    CREATE TRIGGER transactions_never_deleted BEFORE DELETE ON transactions
+        BEGIN SELECT RAISE(ABORT, 'the transaction log is append-only'); END;
+    "#,
+];
+
+/// The schema version this build writes.
+pub fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub fn version(conn: &Connection) -> Result<i64, ImageError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the schema up to date in one exclusive transaction. Returns the version found before.
+pub fn migrate(conn: &mut Connection) -> Result<i64, ImageError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+    let found = version(&tx)?;
+    if found > latest_version() {
+        return Err(ImageError::NewerSchema {
+            found,
+            known: latest_version(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index as i64 + 1)?;
+    }
+    tx.commit()?;
+    Ok(found)
+}
