@@ -33,7 +33,12 @@ pub struct Global {
     #[arg(long, global = true, default_value = "image.db", env = "BATOS_IMAGE")]
     pub image: PathBuf,
     /// Where a running host listens (used once the host serves the protocol).
-    #[arg(long, global = true, default_value = "tcp://127.0.0.1:5555", env = "BATOS_ENDPOINT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "tcp://127.0.0.1:5555",
+        env = "BATOS_ENDPOINT"
+    )]
     pub endpoint: String,
     /// Print exactly the protocol's `result` (or `error`) as one JSON document.
     #[arg(long, global = true)]
@@ -84,7 +89,10 @@ pub enum Command {
         clear: bool,
     },
     /// Show, or replace, the ordered parents.
-    Parents { object: ObjRef, parents: Vec<ObjRef> },
+    Parents {
+        object: ObjRef,
+        parents: Vec<ObjRef>,
+    },
     /// Send a message; each JSON is one argument.
     Send {
         object: ObjRef,
@@ -138,7 +146,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             let tx = image.newest_tx()?;
             let result = json!({"image": global.image.display().to_string(), "tx": tx});
             print(&global, &result, || {
-                format!("created {} from genesis (tx {tx}): objects `object` and `lobby`", global.image.display())
+                format!(
+                    "created {} from genesis (tx {tx}): objects `object` and `lobby`",
+                    global.image.display()
+                )
             });
             return Ok(());
         }
@@ -149,13 +160,21 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             slots: slots.map(|s| parse_slots(&s)).transpose()?,
         },
         Command::Get { object, slot } => Request::Get { to: object, slot },
-        Command::Set { object, slot, value } => Request::Set {
+        Command::Set {
+            object,
+            slot,
+            value,
+        } => Request::Set {
             to: object,
             slot,
             value: parse_json("the value", &value)?,
         },
         Command::Remove { object, slot } => Request::Remove { to: object, slot },
-        Command::Rename { object, name, clear } => Request::Rename {
+        Command::Rename {
+            object,
+            name,
+            clear,
+        } => Request::Rename {
             to: object,
             name: if clear { None } else { name },
         },
@@ -182,7 +201,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             to: object,
             at: at.map(TxId),
         },
-        Command::History { since, limit, object } => Request::History {
+        Command::History {
+            since,
+            limit,
+            object,
+        } => Request::History {
             since: since.map(TxId),
             limit: Some(limit),
             to: object,
@@ -206,11 +229,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliError> {
     let image = Image::open_read_only(&global.image)?;
     let report = image.replay(until)?;
-    let result = serde_json::to_value(&report).map_err(|e| Failure::new("internal", e.to_string()))?;
-    print(global, &result, || render(&Request::Replay { until }, &result));
+    let result =
+        serde_json::to_value(&report).map_err(|e| Failure::new("internal", e.to_string()))?;
+    print(global, &result, || {
+        render(&Request::Replay { until }, &result)
+    });
     if verify {
         // Verifying always replays the whole log against the live image.
-        let full = if report.matches.is_some() { report } else { image.replay(None)? };
+        let full = if report.matches.is_some() {
+            report
+        } else {
+            image.replay(None)?
+        };
         if full.matches != Some(true) {
             return Err(Failure::new(
                 "replay-mismatch",
@@ -222,7 +252,10 @@ fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliE
             ));
         }
         if !global.json {
-            println!("verified: the log replays to the live image at tx {}", full.tx);
+            println!(
+                "verified: the log replays to the live image at tx {}",
+                full.tx
+            );
         }
     }
     Ok(())
@@ -269,14 +302,30 @@ fn render(request: &Request, result: &Value) -> String {
                 .as_array()
                 .map(|a| a.iter().map(Value::to_string).collect())
                 .unwrap_or_default();
-            format!("parents of {}: {}", result["oid"], if parents.is_empty() { "(none)".into() } else { parents.join(" ") })
+            format!(
+                "parents of {}: {}",
+                result["oid"],
+                if parents.is_empty() {
+                    "(none)".into()
+                } else {
+                    parents.join(" ")
+                }
+            )
         }
         Request::Describe { .. } => render_object(result),
         Request::History { .. } => render_history(result),
         Request::Replay { .. } => {
-            let mut out = format!("replayed to tx {}: state {}", result["tx"], result["state_hash"].as_str().unwrap_or(""));
+            let mut out = format!(
+                "replayed to tx {}: state {}",
+                result["tx"],
+                result["state_hash"].as_str().unwrap_or("")
+            );
             if let Some(live) = result["live_hash"].as_str() {
-                let verdict = if result["match"] == json!(true) { "match" } else { "MISMATCH" };
+                let verdict = if result["match"] == json!(true) {
+                    "match"
+                } else {
+                    "MISMATCH"
+                };
                 out.push_str(&format!("\nlive image:        {live} ({verdict})"));
                 if let Some(diff) = result["first_difference"].as_str() {
                     out.push_str(&format!("\nfirst difference: {diff}"));
@@ -303,7 +352,14 @@ fn render_object(o: &Value) -> String {
         .as_array()
         .map(|a| a.iter().map(Value::to_string).collect())
         .unwrap_or_default();
-    out.push_str(&format!("\n  parents: {}", if parents.is_empty() { "(none)".into() } else { parents.join(" ") }));
+    out.push_str(&format!(
+        "\n  parents: {}",
+        if parents.is_empty() {
+            "(none)".into()
+        } else {
+            parents.join(" ")
+        }
+    ));
     match o["slots"].as_object() {
         Some(slots) if !slots.is_empty() => {
             for (name, value) in slots {
@@ -329,7 +385,11 @@ fn render_history(h: &Value) -> String {
             t["actor"].as_str().unwrap_or(""),
             t["note"].as_str().unwrap_or("")
         ));
-        for c in t["changes"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        for c in t["changes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let oid = &c["oid"];
             let line = match c["what"].as_str().unwrap_or("") {
                 "create" => format!("create object {oid}"),

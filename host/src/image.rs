@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -60,10 +60,16 @@ pub enum ImageError {
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     Locked { path: PathBuf, pid: Option<u32> },
-    #[error("this image has schema version {found}, newer than this batos knows ({known}): upgrade batos")]
+    #[error(
+        "this image has schema version {found}, newer than this batos knows ({known}): upgrade batos"
+    )]
     NewerSchema { found: i64, known: i64 },
-    #[error("this image has schema version {found}, older than {known}: open it once for writing to migrate it")]
+    #[error(
+        "this image has schema version {found}, older than {known}: open it once for writing to migrate it"
+    )]
     OlderSchema { found: i64, known: i64 },
+    #[error("a transaction is already open on this image connection")]
+    InTransaction,
     #[error("this image is open read-only")]
     ReadOnly,
     #[error("no object `{0}` in this image")]
@@ -82,8 +88,13 @@ pub enum ImageError {
     )]
     ParentCycle { child: Oid, parents: Vec<Oid> },
     #[error("object {oid}: {violation}")]
-    SchemaViolation { oid: Oid, violation: SchemaViolation },
-    #[error("cannot undo transaction {tx}: transaction {later} later changed the same {what} of object {oid}")]
+    SchemaViolation {
+        oid: Oid,
+        violation: SchemaViolation,
+    },
+    #[error(
+        "cannot undo transaction {tx}: transaction {later} later changed the same {what} of object {oid}"
+    )]
     Conflict {
         tx: TxId,
         later: TxId,
@@ -124,6 +135,7 @@ impl ImageError {
             ImageError::NewerSchema { .. }
             | ImageError::OlderSchema { .. }
             | ImageError::Corrupt(_)
+            | ImageError::InTransaction
             | ImageError::Io { .. }
             | ImageError::Sqlite(_) => "internal",
         }
@@ -201,7 +213,9 @@ enum Access {
 /// The image: one SQLite connection, and (for a writer) the lock that makes it the only writer.
 #[derive(Debug)]
 pub struct Image {
-    conn: Connection,
+    /// `None` only while a [`Tx`] has it: a transaction owns the connection so that it can be
+    /// handed, whole, to a method's sandbox store (which must own its state).
+    conn: Option<Connection>,
     /// `None` for an in-memory image.
     path: Option<PathBuf>,
     access: Access,
@@ -236,7 +250,7 @@ impl Image {
         let lock = WriterLock::acquire(path)?;
         let conn = Connection::open(path)?;
         let mut image = Image {
-            conn,
+            conn: Some(conn),
             path: Some(path.to_owned()),
             access: Access::Write,
             _lock: Some(lock),
@@ -265,7 +279,7 @@ impl Image {
             return Err(ImageError::OlderSchema { found, known });
         }
         Ok(Image {
-            conn,
+            conn: Some(conn),
             path: Some(path.to_owned()),
             access: Access::Read,
             _lock: None,
@@ -275,7 +289,7 @@ impl Image {
     /// A private image in memory, from genesis: for tests and throwaway work.
     pub fn in_memory() -> Result<Image, ImageError> {
         let mut image = Image {
-            conn: Connection::open_in_memory()?,
+            conn: Some(Connection::open_in_memory()?),
             path: None,
             access: Access::Write,
             _lock: None,
@@ -285,29 +299,39 @@ impl Image {
         Ok(image)
     }
 
+    /// The connection, unless a transaction holds it (only possible re-entrantly).
+    fn conn(&self) -> Result<&Connection, ImageError> {
+        self.conn.as_ref().ok_or(ImageError::InTransaction)
+    }
+
     fn configure(&mut self, durability: Durability) -> Result<(), ImageError> {
+        let conn = self.conn()?;
         if self.path.is_some() {
-            let mode: String = self.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+            let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(ImageError::Corrupt(format!("could not switch to WAL (got {mode})")));
+                return Err(ImageError::Corrupt(format!(
+                    "could not switch to WAL (got {mode})"
+                )));
             }
         }
         let sync = match durability {
             Durability::Full => "FULL",
             Durability::Normal => "NORMAL",
         };
-        self.conn.pragma_update(None, "synchronous", sync)?;
-        self.conn.pragma_update(None, "foreign_keys", true)?;
-        self.conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "synchronous", sync)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(())
     }
 
     /// Migrates the schema and, for a brand-new file, writes genesis.
     fn bring_to_life(&mut self) -> Result<(), ImageError> {
-        schema::migrate(&mut self.conn)?;
-        let empty: bool = self
-            .conn
-            .query_row("SELECT NOT EXISTS (SELECT 1 FROM transactions)", [], |r| r.get(0))?;
+        schema::migrate(self.conn.as_mut().ok_or(ImageError::InTransaction)?)?;
+        let empty: bool =
+            self.conn()?
+                .query_row("SELECT NOT EXISTS (SELECT 1 FROM transactions)", [], |r| {
+                    r.get(0)
+                })?;
         if empty {
             self.transact(GENESIS_ACTOR, "genesis: object and lobby", |tx| {
                 let object = tx.create_object(&[], Some("object"), Map::new())?;
@@ -329,7 +353,7 @@ impl Image {
         &mut self,
         actor: &str,
         note: &str,
-        work: impl FnOnce(&mut Tx<'_>) -> Result<T, E>,
+        work: impl FnOnce(&mut Tx) -> Result<T, E>,
     ) -> Result<(T, TxId), E>
     where
         E: From<ImageError>,
@@ -337,53 +361,61 @@ impl Image {
         if self.access != Access::Write {
             return Err(ImageError::ReadOnly.into());
         }
-        let inner = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(ImageError::from)?;
-        inner
-            .prepare_cached(
-                "INSERT INTO transactions (at, actor, note)
-                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?1, ?2)",
-            )
-            .and_then(|mut s| s.execute(params![actor, note]))
-            .map_err(ImageError::from)?;
-        let id = TxId(inner.last_insert_rowid());
+        let conn = self.conn.take().ok_or(ImageError::InTransaction)?;
         let mut tx = Tx {
-            inner,
-            id,
+            conn: Some(conn),
+            id: TxId(0),
             seq: 0,
             touched: BTreeSet::new(),
         };
-        let value = work(&mut tx)?;
-        tx.guard_touched()?;
-        tx.inner.commit().map_err(ImageError::from)?;
-        Ok((value, id))
+        let outcome = tx.begin(actor, note).map_err(E::from).and_then(|()| {
+            let value = work(&mut tx)?;
+            tx.guard_touched()?;
+            tx.conn()?
+                .execute_batch("COMMIT")
+                .map_err(ImageError::from)?;
+            Ok(value)
+        });
+        // The connection comes back whatever happened; an open transaction is rolled back.
+        let Some(conn) = tx.conn.take() else {
+            return Err(ImageError::Corrupt("a transaction lost its connection".into()).into());
+        };
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        self.conn = Some(conn);
+        outcome.map(|value| (value, tx.id))
     }
 
-    fn db(&self) -> Db<'_> {
-        Db(&self.conn)
+    fn db(&self) -> Result<Db<'_>, ImageError> {
+        Ok(Db(self.conn()?))
     }
 
     pub fn resolve(&self, r: &ObjRef) -> Result<Oid, ImageError> {
-        self.db().resolve(r)
+        self.db()?.resolve(r)
     }
 
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
-        Ok(object::lookup(&self.db(), receiver, selector)?)
+        Ok(object::lookup(&self.db()?, receiver, selector)?)
     }
 
     /// Sends `selector` to `receiver`: a value slot answers its value; no slot anywhere on the
     /// delegation path is [`Outcome::DoesNotUnderstand`].
-    pub fn send(&self, receiver: Oid, selector: &str, _args: &[Value]) -> Result<Outcome, ImageError> {
-        self.db().send(receiver, selector)
+    pub fn send(
+        &self,
+        receiver: Oid,
+        selector: &str,
+        _args: &[Value],
+    ) -> Result<Outcome, ImageError> {
+        self.db()?.send(receiver, selector)
     }
 
     /// A slot's value, found through delegation like a send.
     pub fn get(&self, receiver: Oid, slot: &str) -> Result<Value, ImageError> {
         match self.lookup(receiver, slot)? {
             Some(Found {
-                slot: Slot::Value(v), ..
+                slot: Slot::Value(v),
+                ..
             }) => Ok(v),
             None => Err(ImageError::NoSuchSlot {
                 oid: receiver,
@@ -393,19 +425,20 @@ impl Image {
     }
 
     pub fn parents(&self, oid: Oid) -> Result<Vec<Oid>, ImageError> {
-        self.db().existing(oid)?;
-        self.db().parents(oid)
+        let db = self.db()?;
+        db.existing(oid)?;
+        db.parents(oid)
     }
 
     /// The object now, or as of transaction `at`.
     pub fn describe(&self, oid: Oid, at: Option<TxId>) -> Result<ObjectView, ImageError> {
         let state = match at {
-            None => self.db().state(oid)?,
+            None => self.db()?.state(oid)?,
             Some(at) => {
                 if at.0 < 1 || at > self.newest_tx()? {
                     return Err(ImageError::NoSuchTransaction(at));
                 }
-                replay::object_as_of(&self.conn, oid, at)?
+                replay::object_as_of(self.conn()?, oid, at)?
             }
         };
         let state = state.ok_or(ImageError::NoSuchObject(ObjRef::Id(oid.0)))?;
@@ -413,7 +446,7 @@ impl Image {
     }
 
     pub fn newest_tx(&self) -> Result<TxId, ImageError> {
-        Ok(TxId(self.conn.query_row(
+        Ok(TxId(self.conn()?.query_row(
             "SELECT COALESCE(MAX(tx), 0) FROM transactions",
             [],
             |r| r.get(0),
@@ -421,7 +454,7 @@ impl Image {
     }
 
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Transaction>, ImageError> {
-        log::history(&self.conn, filter)
+        log::history(self.conn()?, filter)
     }
 
     /// Rebuilds the state from the log up to `until` (default: the newest transaction) in a
@@ -432,7 +465,7 @@ impl Image {
         if until.0 < 1 || until > newest {
             return Err(ImageError::NoSuchTransaction(until));
         }
-        let replayed = replay::replay_until(&self.conn, until)?;
+        let replayed = replay::replay_until(self.conn()?, until)?;
         let state_hash = replay::hash(&replayed);
         let mut report = ReplayReport {
             tx: until,
@@ -442,7 +475,7 @@ impl Image {
             first_difference: None,
         };
         if until == newest {
-            let live = replay::dump(&self.conn)?;
+            let live = replay::dump(self.conn()?)?;
             let live_hash = replay::hash(&live);
             let matches = live_hash == report.state_hash;
             if !matches {
@@ -456,13 +489,13 @@ impl Image {
 
     /// The live image's canonical state hash.
     pub fn state_hash(&self) -> Result<String, ImageError> {
-        Ok(replay::hash(&replay::dump(&self.conn)?))
+        Ok(replay::hash(&replay::dump(self.conn()?)?))
     }
 
     /// Reverts transaction `target` in a new transaction, unless a later one changed the same
     /// slots, names or parents (then [`ImageError::Conflict`]). Undo of an undo redoes.
     pub fn undo(&mut self, target: TxId, actor: &str) -> Result<TxId, ImageError> {
-        if log::transaction(&self.conn, target)?.is_none() {
+        if log::transaction(self.conn()?, target)?.is_none() {
             return Err(ImageError::NoSuchTransaction(target));
         }
         if target.0 == 1 {
@@ -471,9 +504,9 @@ impl Image {
                 reason: "it is genesis".into(),
             });
         }
-        let changes = log::changes_of(&self.conn, target)?;
+        let changes = log::changes_of(self.conn()?, target)?;
         for change in &changes {
-            if let Some(later) = log::later_change_to(&self.conn, target, change)? {
+            if let Some(later) = log::later_change_to(self.conn()?, target, change)? {
                 let what = match change {
                     Change::Slot { slot, .. } => format!("slot `{slot}`"),
                     Change::Name { .. } => "name".into(),
@@ -502,8 +535,9 @@ impl Image {
 /// One open transaction. Every write records a [`Change`] and marks its object for the Data
 /// Guardian. Dropping it without [`Image::transact`] committing rolls everything back.
 #[derive(Debug)]
-pub struct Tx<'c> {
-    inner: rusqlite::Transaction<'c>,
+pub struct Tx {
+    /// The image's connection, inside `BEGIN IMMEDIATE`. `None` while lent (see [`Tx::lend`]).
+    conn: Option<Connection>,
     id: TxId,
     /// Position of the next change within this transaction.
     seq: i64,
@@ -511,33 +545,73 @@ pub struct Tx<'c> {
     touched: BTreeSet<Oid>,
 }
 
-impl Tx<'_> {
+impl Tx {
     pub fn id(&self) -> TxId {
         self.id
     }
 
-    fn db(&self) -> Db<'_> {
-        Db(&self.inner)
+    fn begin(&mut self, actor: &str, note: &str) -> Result<(), ImageError> {
+        let conn = self.conn()?;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.prepare_cached(
+            "INSERT INTO transactions (at, actor, note)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?1, ?2)",
+        )?
+        .execute(params![actor, note])?;
+        self.id = TxId(conn.last_insert_rowid());
+        Ok(())
+    }
+
+    fn conn(&self) -> Result<&Connection, ImageError> {
+        self.conn.as_ref().ok_or(ImageError::InTransaction)
+    }
+
+    /// Moves the open transaction into a new owner (a sandbox store, which must own its state);
+    /// this `Tx` is unusable until [`Tx::restore`] gives it back.
+    pub fn lend(&mut self) -> Tx {
+        Tx {
+            conn: self.conn.take(),
+            id: self.id,
+            seq: self.seq,
+            touched: std::mem::take(&mut self.touched),
+        }
+    }
+
+    /// Takes back what [`Tx::lend`] lent, with everything written meanwhile.
+    pub fn restore(&mut self, lent: Tx) {
+        self.conn = lent.conn;
+        self.seq = lent.seq;
+        self.touched = lent.touched;
+    }
+
+    fn db(&self) -> Result<Db<'_>, ImageError> {
+        Ok(Db(self.conn()?))
     }
 
     fn record(&mut self, change: Change) -> Result<(), ImageError> {
-        log::apply(&self.inner, &change)?;
-        log::append(&self.inner, self.id, self.seq, &change)?;
+        let conn = self.conn()?;
+        log::apply(conn, &change)?;
+        log::append(conn, self.id, self.seq, &change)?;
         self.seq += 1;
         self.touched.insert(change.oid());
         Ok(())
     }
 
     pub fn resolve(&self, r: &ObjRef) -> Result<Oid, ImageError> {
-        self.db().resolve(r)
+        self.db()?.resolve(r)
     }
 
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
-        Ok(object::lookup(&self.db(), receiver, selector)?)
+        Ok(object::lookup(&self.db()?, receiver, selector)?)
     }
 
-    pub fn send(&self, receiver: Oid, selector: &str, _args: &[Value]) -> Result<Outcome, ImageError> {
-        self.db().send(receiver, selector)
+    pub fn send(
+        &self,
+        receiver: Oid,
+        selector: &str,
+        _args: &[Value],
+    ) -> Result<Outcome, ImageError> {
+        self.db()?.send(receiver, selector)
     }
 
     /// Clones: a new object with `parents` (usually one prototype), an optional unique name and
@@ -549,10 +623,10 @@ impl Tx<'_> {
         slots: Map<String, Value>,
     ) -> Result<Oid, ImageError> {
         for parent in parents {
-            self.db().existing(*parent)?;
+            self.db()?.existing(*parent)?;
         }
         // The next id AUTOINCREMENT would give: past every oid ever used, undone ones included.
-        let oid = Oid(self.inner.query_row(
+        let oid = Oid(self.conn()?.query_row(
             "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'objects'), 0) + 1",
             [],
             |r| r.get(0),
@@ -571,8 +645,8 @@ impl Tx<'_> {
     }
 
     pub fn set_slot(&mut self, oid: Oid, slot: &str, value: Slot) -> Result<(), ImageError> {
-        self.db().existing(oid)?;
-        let before = self.db().own_slot(oid, slot)?;
+        self.db()?.existing(oid)?;
+        let before = self.db()?.own_slot(oid, slot)?;
         self.record(Change::Slot {
             oid,
             slot: slot.to_owned(),
@@ -582,8 +656,8 @@ impl Tx<'_> {
     }
 
     pub fn remove_slot(&mut self, oid: Oid, slot: &str) -> Result<(), ImageError> {
-        self.db().existing(oid)?;
-        let before = self.db().own_slot(oid, slot)?;
+        self.db()?.existing(oid)?;
+        let before = self.db()?.own_slot(oid, slot)?;
         if before.is_none() {
             return Err(ImageError::NoSuchSlot {
                 oid,
@@ -600,14 +674,17 @@ impl Tx<'_> {
 
     /// Replaces the ordered parents. Refuses unknown parents and anything that closes a cycle.
     pub fn set_parents(&mut self, oid: Oid, parents: Vec<Oid>) -> Result<(), ImageError> {
-        self.db().existing(oid)?;
+        self.db()?.existing(oid)?;
         for parent in &parents {
-            self.db().existing(*parent)?;
+            self.db()?.existing(*parent)?;
         }
-        if object::would_cycle(&self.db(), oid, &parents)? {
-            return Err(ImageError::ParentCycle { child: oid, parents });
+        if object::would_cycle(&self.db()?, oid, &parents)? {
+            return Err(ImageError::ParentCycle {
+                child: oid,
+                parents,
+            });
         }
-        let before = self.db().parents(oid)?;
+        let before = self.db()?.parents(oid)?;
         self.record(Change::Parents {
             oid,
             before,
@@ -618,10 +695,10 @@ impl Tx<'_> {
     /// Names or renames an object (`None` removes its name). Names are unique and not all digits
     /// (those are ids).
     pub fn rename(&mut self, oid: Oid, name: Option<&str>) -> Result<(), ImageError> {
-        self.db().existing(oid)?;
+        self.db()?.existing(oid)?;
         if let Some(name) = name {
             check_name(name)?;
-            if let Some(holder) = self.db().named(name)?
+            if let Some(holder) = self.db()?.named(name)?
                 && holder != oid
             {
                 return Err(ImageError::NameTaken {
@@ -630,7 +707,7 @@ impl Tx<'_> {
                 });
             }
         }
-        let before = self.db().name_of(oid)?;
+        let before = self.db()?.name_of(oid)?;
         self.record(Change::Name {
             oid,
             before,
@@ -650,7 +727,7 @@ impl Tx<'_> {
             Change::Name { oid, after, .. } => self.rename(oid, after.as_deref()),
             Change::Parents { oid, after, .. } => self.set_parents(oid, after),
             Change::Destroy { oid } => {
-                let children: i64 = self.inner.query_row(
+                let children: i64 = self.conn()?.query_row(
                     "SELECT COUNT(*) FROM parents WHERE parent = ?1",
                     [oid.0],
                     |r| r.get(0),
@@ -658,7 +735,9 @@ impl Tx<'_> {
                 if children > 0 {
                     return Err(ImageError::Irreversible {
                         tx: target,
-                        reason: format!("object {oid}, which it created, is now a parent of {children} object(s)"),
+                        reason: format!(
+                            "object {oid}, which it created, is now a parent of {children} object(s)"
+                        ),
                     });
                 }
                 self.record(Change::Destroy { oid })
@@ -671,14 +750,14 @@ impl Tx<'_> {
     /// carries or inherits.
     fn guard_touched(&self) -> Result<(), ImageError> {
         for &oid in &self.touched {
-            if self.db().name_of_if_exists(oid)?.is_none() {
+            if self.db()?.name_of_if_exists(oid)?.is_none() {
                 continue;
             }
             let Some(found) = self.lookup(oid, guardian::SCHEMA_SLOT)? else {
                 continue;
             };
             let Slot::Value(schema) = found.slot;
-            let slots = self.db().own_values(oid)?;
+            let slots = self.db()?.own_values(oid)?;
             guardian::check_slots(&schema, &slots)
                 .map_err(|violation| ImageError::SchemaViolation { oid, violation })?;
         }
@@ -691,7 +770,10 @@ fn check_name(name: &str) -> Result<(), ImageError> {
         "it is empty"
     } else if name.parse::<i64>().is_ok() {
         "a number names an object by id"
-    } else if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '.' || c == ',') {
+    } else if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == '.' || c == ',')
+    {
         "it holds whitespace, a control character, `.` or `,`"
     } else {
         return Ok(());
@@ -719,7 +801,9 @@ impl Db<'_> {
                 .query_row([name], |r| r.get(0))
                 .optional()?,
         };
-        found.map(Oid).ok_or_else(|| ImageError::NoSuchObject(r.clone()))
+        found
+            .map(Oid)
+            .ok_or_else(|| ImageError::NoSuchObject(r.clone()))
     }
 
     fn existing(&self, oid: Oid) -> Result<(), ImageError> {
@@ -756,7 +840,8 @@ impl Db<'_> {
         let mut rows = stmt.query([oid.0])?;
         let mut map = Map::new();
         while let Some(r) = rows.next()? {
-            let Slot::Value(v) = log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
+            let Slot::Value(v) =
+                log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
             map.insert(r.get(0)?, v);
         }
         Ok(map)
@@ -786,7 +871,8 @@ impl Db<'_> {
         self.existing(receiver)?;
         Ok(match object::lookup(self, receiver, selector)? {
             Some(Found {
-                slot: Slot::Value(v), ..
+                slot: Slot::Value(v),
+                ..
             }) => Outcome::Answer(v),
             None => Outcome::DoesNotUnderstand {
                 receiver,

@@ -198,7 +198,10 @@ mod tests {
             self.objects.insert(
                 Oid(id),
                 (
-                    slots.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect(),
+                    slots
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect(),
                     parents.iter().map(|p| Oid(*p)).collect(),
                 ),
             );
@@ -209,10 +212,17 @@ mod tests {
         type Error = std::convert::Infallible;
         fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, Self::Error> {
             self.visits.borrow_mut().push(oid);
-            Ok(self.objects.get(&oid).and_then(|(s, _)| s.get(name).cloned().map(Slot::Value)))
+            Ok(self
+                .objects
+                .get(&oid)
+                .and_then(|(s, _)| s.get(name).cloned().map(Slot::Value)))
         }
         fn parents(&self, oid: Oid) -> Result<Vec<Oid>, Self::Error> {
-            Ok(self.objects.get(&oid).map(|(_, p)| p.clone()).unwrap_or_default())
+            Ok(self
+                .objects
+                .get(&oid)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default())
         }
     }
 
@@ -278,7 +288,10 @@ mod tests {
         for i in 1..=n {
             g.add(i, &[i - 1], &[]);
         }
-        assert!(matches!(lookup(&g, Oid(n), "x"), Err(LookupError::TooDeep { .. })));
+        assert!(matches!(
+            lookup(&g, Oid(n), "x"),
+            Err(LookupError::TooDeep { .. })
+        ));
         // Exactly at the limit still answers.
         assert_eq!(holder(&g, MAX_DELEGATION_DEPTH as i64, "x"), Some(0));
     }
@@ -297,6 +310,9 @@ mod tests {
     #[test]
     fn objref_parses_ids_and_names() {
         assert_eq!("12".parse::<ObjRef>().ok(), Some(ObjRef::Id(12)));
-        assert_eq!("lobby".parse::<ObjRef>().ok(), Some(ObjRef::Name("lobby".into())));
+        assert_eq!(
+            "lobby".parse::<ObjRef>().ok(),
+            Some(ObjRef::Name("lobby".into()))
+        );
     }
 }

@@ -140,7 +140,10 @@ impl Request {
     /// Decodes a request object. `Err` carries `bad-request` or `unknown-op`.
     pub fn decode(payload: &Value) -> Result<Request, Failure> {
         let Some(object) = payload.as_object() else {
-            return Err(Failure::new("bad-request", "a request must be a JSON object"));
+            return Err(Failure::new(
+                "bad-request",
+                "a request must be a JSON object",
+            ));
         };
         let op = match object.get("op") {
             Some(Value::String(op)) => op.as_str(),
@@ -155,9 +158,13 @@ impl Request {
         }
         // serde would read a missing `value` as null; a set without a value is a mistake.
         if op == "set" && !object.contains_key("value") {
-            return Err(Failure::new("bad-request", "`set` needs a `value` (use null for null)"));
+            return Err(Failure::new(
+                "bad-request",
+                "`set` needs a `value` (use null for null)",
+            ));
         }
-        Request::deserialize(payload).map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))
+        Request::deserialize(payload)
+            .map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))
     }
 
     /// Whether this request changes the image (and so needs the writer).
@@ -188,7 +195,9 @@ pub fn execute(image: &mut Image, request: Request, actor: &str) -> Result<Value
             "image": image.path().map(|p| p.display().to_string()),
             "tx": image.newest_tx()?,
         })),
-        Request::Send { to, selector, args, .. } => {
+        Request::Send {
+            to, selector, args, ..
+        } => {
             let receiver = image.resolve(&to)?;
             match image.send(receiver, &selector, &args)? {
                 Outcome::Answer(v) => Ok(v),
@@ -199,7 +208,10 @@ pub fn execute(image: &mut Image, request: Request, actor: &str) -> Result<Value
             }
         }
         Request::Create { from, name, slots } => {
-            let note = format!("create{}", name.as_deref().map(|n| format!(" {n}")).unwrap_or_default());
+            let note = format!(
+                "create{}",
+                name.as_deref().map(|n| format!(" {n}")).unwrap_or_default()
+            );
             let (oid, tx) = image.transact(actor, &note, |tx| {
                 let parents = from
                     .into_vec()
@@ -290,9 +302,18 @@ mod tests {
         assert_eq!(code(json!({"id": 1})), Some("bad-request"));
         assert_eq!(code(json!({"op": 7})), Some("bad-request"));
         assert_eq!(code(json!({"op": "fly"})), Some("unknown-op"));
-        assert_eq!(code(json!({"op": "get", "to": "lobby"})), Some("bad-request"));
-        assert_eq!(code(json!({"op": "set", "to": "lobby", "slot": "x"})), Some("bad-request"));
-        assert_eq!(code(json!({"op": "send", "to": "lobby", "selector": "x", "args": 3})), Some("bad-request"));
+        assert_eq!(
+            code(json!({"op": "get", "to": "lobby"})),
+            Some("bad-request")
+        );
+        assert_eq!(
+            code(json!({"op": "set", "to": "lobby", "slot": "x"})),
+            Some("bad-request")
+        );
+        assert_eq!(
+            code(json!({"op": "send", "to": "lobby", "selector": "x", "args": 3})),
+            Some("bad-request")
+        );
     }
 
     #[test]
@@ -308,8 +329,20 @@ mod tests {
             })
         );
         let r = Request::decode(&json!({"op": "create", "from": ["a", 2]}));
-        assert!(matches!(r, Ok(Request::Create { from: Refs::Many(_), .. })));
+        assert!(matches!(
+            r,
+            Ok(Request::Create {
+                from: Refs::Many(_),
+                ..
+            })
+        ));
         let r = Request::decode(&json!({"op": "set", "to": "x", "slot": "y", "value": null}));
-        assert!(matches!(r, Ok(Request::Set { value: Value::Null, .. })));
+        assert!(matches!(
+            r,
+            Ok(Request::Set {
+                value: Value::Null,
+                ..
+            })
+        ));
     }
 }

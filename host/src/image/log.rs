@@ -37,6 +37,9 @@ pub enum Change {
     },
 }
 
+/// A change's `slot`, `before` and `after` columns.
+type Columns = (Option<String>, Option<String>, Option<String>);
+
 impl Change {
     pub fn oid(&self) -> Oid {
         match self {
@@ -88,7 +91,7 @@ impl Change {
     }
 
     /// The columns (what, slot, before, after) this change is stored as.
-    fn columns(&self) -> Result<(Option<String>, Option<String>, Option<String>), ImageError> {
+    fn columns(&self) -> Result<Columns, ImageError> {
         fn json<T: Serialize>(v: &T) -> Result<String, ImageError> {
             serde_json::to_string(v).map_err(|e| ImageError::Corrupt(format!("unencodable: {e}")))
         }
@@ -99,7 +102,9 @@ impl Change {
                 before.as_ref().map(json).transpose()?,
                 after.as_ref().map(json).transpose()?,
             ),
-            Change::Parents { before, after, .. } => (None, Some(json(before)?), Some(json(after)?)),
+            Change::Parents { before, after, .. } => {
+                (None, Some(json(before)?), Some(json(after)?))
+            }
             Change::Slot {
                 slot,
                 before,
@@ -120,7 +125,9 @@ impl Change {
         before: Option<String>,
         after: Option<String>,
     ) -> Result<Change, ImageError> {
-        fn parse<T: for<'de> Deserialize<'de>>(text: Option<String>) -> Result<Option<T>, ImageError> {
+        fn parse<T: for<'de> Deserialize<'de>>(
+            text: Option<String>,
+        ) -> Result<Option<T>, ImageError> {
             text.map(|t| {
                 serde_json::from_str(&t)
                     .map_err(|e| ImageError::Corrupt(format!("a change holds bad JSON `{t}`: {e}")))
@@ -142,11 +149,16 @@ impl Change {
             },
             "slot" => Change::Slot {
                 oid,
-                slot: slot.ok_or_else(|| ImageError::Corrupt("a slot change without a slot".into()))?,
+                slot: slot
+                    .ok_or_else(|| ImageError::Corrupt("a slot change without a slot".into()))?,
                 before: parse(before)?,
                 after: parse(after)?,
             },
-            other => return Err(ImageError::Corrupt(format!("unknown change kind `{other}`"))),
+            other => {
+                return Err(ImageError::Corrupt(format!(
+                    "unknown change kind `{other}`"
+                )));
+            }
         })
     }
 }
@@ -169,21 +181,26 @@ pub fn apply(conn: &Connection, change: &Change) -> Result<(), ImageError> {
                 .execute([oid.0])?;
         }
         Change::Destroy { oid } => {
-            conn.prepare_cached("DELETE FROM objects WHERE oid = ?1")?.execute([oid.0])?;
+            conn.prepare_cached("DELETE FROM objects WHERE oid = ?1")?
+                .execute([oid.0])?;
         }
         Change::Name { oid, after, .. } => {
             conn.prepare_cached("UPDATE objects SET name = ?2 WHERE oid = ?1")?
                 .execute(params![oid.0, after])?;
         }
         Change::Parents { oid, after, .. } => {
-            conn.prepare_cached("DELETE FROM parents WHERE oid = ?1")?.execute([oid.0])?;
-            let mut insert =
-                conn.prepare_cached("INSERT INTO parents (oid, position, parent) VALUES (?1, ?2, ?3)")?;
+            conn.prepare_cached("DELETE FROM parents WHERE oid = ?1")?
+                .execute([oid.0])?;
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO parents (oid, position, parent) VALUES (?1, ?2, ?3)",
+            )?;
             for (position, parent) in after.iter().enumerate() {
                 insert.execute(params![oid.0, position as i64, parent.0])?;
             }
         }
-        Change::Slot { oid, slot, after, .. } => match after {
+        Change::Slot {
+            oid, slot, after, ..
+        } => match after {
             None => {
                 conn.prepare_cached("DELETE FROM slots WHERE oid = ?1 AND name = ?2")?
                     .execute(params![oid.0, slot])?;
@@ -262,7 +279,10 @@ fn change_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RowResult> {
     ))
 }
 
-pub fn transaction(conn: &Connection, tx: TxId) -> Result<Option<(String, String, String)>, ImageError> {
+pub fn transaction(
+    conn: &Connection,
+    tx: TxId,
+) -> Result<Option<(String, String, String)>, ImageError> {
     Ok(conn
         .prepare_cached("SELECT at, actor, note FROM transactions WHERE tx = ?1")?
         .query_row([tx.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -316,7 +336,11 @@ pub fn history(conn: &Connection, filter: &HistoryFilter) -> Result<Vec<Transact
 /// The first transaction after `tx` that touched what `change` touched, if any: the reason an
 /// undo of `tx` would conflict. A creation or destruction conflicts with any later change to the
 /// object; the others with a later change to the same slot, name or parents list.
-pub fn later_change_to(conn: &Connection, tx: TxId, change: &Change) -> Result<Option<TxId>, ImageError> {
+pub fn later_change_to(
+    conn: &Connection,
+    tx: TxId,
+    change: &Change,
+) -> Result<Option<TxId>, ImageError> {
     let found: Option<i64> = match change {
         Change::Create { oid } | Change::Destroy { oid } => conn
             .prepare_cached("SELECT tx FROM changes WHERE oid = ?1 AND tx > ?2 ORDER BY tx LIMIT 1")?
@@ -358,7 +382,11 @@ pub fn for_each_change_until(
 }
 
 /// The changes to one object up to and including `until`, oldest first, for "as of" views.
-pub fn changes_to_object_until(conn: &Connection, oid: Oid, until: TxId) -> Result<Vec<Change>, ImageError> {
+pub fn changes_to_object_until(
+    conn: &Connection,
+    oid: Oid,
+    until: TxId,
+) -> Result<Vec<Change>, ImageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT oid, what, slot, before, after FROM changes WHERE oid = ?1 AND tx <= ?2 ORDER BY tx, seq",
     )?;

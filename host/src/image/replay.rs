@@ -56,7 +56,10 @@ impl ObjectState {
         out.push('[');
         out.push_str(&oid.0.to_string());
         out.push(',');
-        write_canonical(&mut out, &serde_json::to_value(&self.name).unwrap_or(Value::Null));
+        write_canonical(
+            &mut out,
+            &serde_json::to_value(&self.name).unwrap_or(Value::Null),
+        );
         out.push_str(",[");
         let parents: Vec<String> = self.parents.iter().map(|p| p.0.to_string()).collect();
         out.push_str(&parents.join(","));
@@ -153,7 +156,8 @@ pub fn first_difference(
     live: &BTreeMap<Oid, ObjectState>,
     replayed: &BTreeMap<Oid, ObjectState>,
 ) -> Option<String> {
-    let oids: std::collections::BTreeSet<Oid> = live.keys().chain(replayed.keys()).copied().collect();
+    let oids: std::collections::BTreeSet<Oid> =
+        live.keys().chain(replayed.keys()).copied().collect();
     for oid in oids {
         let (a, b) = (live.get(&oid), replayed.get(&oid));
         let (a, b) = match (a, b) {
@@ -163,7 +167,10 @@ pub fn first_difference(
             (None, None) => continue,
         };
         if a.name != b.name {
-            return Some(format!("object {oid} name: live {:?}, replayed {:?}", a.name, b.name));
+            return Some(format!(
+                "object {oid} name: live {:?}, replayed {:?}",
+                a.name, b.name
+            ));
         }
         if a.parents != b.parents {
             return Some(format!(
@@ -171,11 +178,14 @@ pub fn first_difference(
                 a.parents, b.parents
             ));
         }
-        let names: std::collections::BTreeSet<&String> = a.slots.keys().chain(b.slots.keys()).collect();
+        let names: std::collections::BTreeSet<&String> =
+            a.slots.keys().chain(b.slots.keys()).collect();
         for name in names {
             let (x, y) = (a.slots.get(name), b.slots.get(name));
             if x != y {
-                let show = |s: Option<&Slot>| s.map_or("absent".to_owned(), |Slot::Value(v)| v.to_string());
+                let show = |s: Option<&Slot>| {
+                    s.map_or("absent".to_owned(), |Slot::Value(v)| v.to_string())
+                };
                 return Some(format!(
                     "object {oid} slot `{name}`: live {}, replayed {}",
                     show(x),
@@ -188,7 +198,10 @@ pub fn first_difference(
 }
 
 /// Rebuilds the state as of `until` from the log of `source`, in a fresh in-memory database.
-pub fn replay_until(source: &Connection, until: TxId) -> Result<BTreeMap<Oid, ObjectState>, ImageError> {
+pub fn replay_until(
+    source: &Connection,
+    until: TxId,
+) -> Result<BTreeMap<Oid, ObjectState>, ImageError> {
     let mut fresh = Connection::open_in_memory()?;
     fresh.pragma_update(None, "foreign_keys", true)?;
     schema::migrate(&mut fresh)?;
@@ -200,7 +213,11 @@ pub fn replay_until(source: &Connection, until: TxId) -> Result<BTreeMap<Oid, Ob
 }
 
 /// One object's state as of transaction `at`, folded from its changes; `None` if it did not exist.
-pub fn object_as_of(conn: &Connection, oid: Oid, at: TxId) -> Result<Option<ObjectState>, ImageError> {
+pub fn object_as_of(
+    conn: &Connection,
+    oid: Oid,
+    at: TxId,
+) -> Result<Option<ObjectState>, ImageError> {
     let mut state = None;
     for change in log::changes_to_object_until(conn, oid, at)? {
         ObjectState::fold(&mut state, change);

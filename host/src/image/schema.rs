@@ -8,7 +8,6 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::ImageError;
 
-
 /// The migrations, oldest first. Table names match the constants above.
 const MIGRATIONS: &[&str] = &[
     // 1: objects, slots, parents and the append-only transaction log.

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, a module per topic, driving the real image file and the real
+//! `batos` binary. See `tests/README.md` at the repository root for the tiers.
+
+mod cli;
+mod image;
+mod lifecycle;
+mod replay_property;
+mod support;
