@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
 use crate::image::{Durability, Image};
+use crate::method::Methods;
 use crate::object::{ObjRef, TxId};
 use crate::protocol::{self, Failure, Refs, Request};
+use crate::sandbox::Limits;
 
 /// The actor recorded for changes made from the command line.
 pub const CLI_ACTOR: &str = "cli";
@@ -132,6 +134,41 @@ pub enum Command {
     },
     /// Revert a transaction in a new one.
     Undo { tx: i64 },
+    /// Compile, check and install a method from a Rust file.
+    Install {
+        object: ObjRef,
+        selector: String,
+        /// The method's source: one file defining `pub fn run`.
+        file: PathBuf,
+    },
+    /// List the methods installed now.
+    Methods {
+        /// Only this object's methods.
+        #[arg(long)]
+        object: Option<ObjRef>,
+    },
+    /// Show one method: OBJECT.SELECTOR (found through delegation).
+    Method {
+        /// OBJECT.SELECTOR, e.g. counter.increment.
+        target: String,
+        /// Print only the source.
+        #[arg(long, group = "part")]
+        source: bool,
+        /// Print only the WIT contract it was built against.
+        #[arg(long, group = "part")]
+        wit: bool,
+        /// Print only the guardian's report.
+        #[arg(long, group = "part")]
+        report: bool,
+        /// Print only the list of versions.
+        #[arg(long, group = "part")]
+        versions: bool,
+        /// Show this version instead of the installed one.
+        #[arg(long)]
+        version: Option<i64>,
+    },
+    /// Point OBJECT.SELECTOR back at an earlier version.
+    Revert { target: String, version: i64 },
 }
 
 /// An error at the command line: the protocol failure it stands for.
@@ -142,12 +179,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { global, command } = cli;
     let request = match command {
         Command::Init => {
-            let image = Image::create(&global.image, global.durability)?;
+            let mut image = Image::create(&global.image, global.durability)?;
+            if let Err(e) = methods().install_genesis(&mut image) {
+                // An image without its genesis methods is not a finished image: remove it.
+                drop(image);
+                remove_image_files(&global.image);
+                return Err(e.into());
+            }
             let tx = image.newest_tx()?;
             let result = json!({"image": global.image.display().to_string(), "tx": tx});
             print(&global, &result, || {
                 format!(
-                    "created {} from genesis (tx {tx}): objects `object` and `lobby`",
+                    "created {} from genesis (tx {tx}): `object`, `lobby`, `counter` and the genesis methods",
                     global.image.display()
                 )
             });
@@ -214,6 +257,65 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             return replay(&global, until.map(TxId), verify);
         }
         Command::Undo { tx } => Request::Undo { tx: TxId(tx) },
+        Command::Install {
+            object,
+            selector,
+            file,
+        } => Request::Install {
+            to: object,
+            selector,
+            source: std::fs::read_to_string(&file).map_err(|e| {
+                Failure::new(
+                    "bad-request",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?,
+        },
+        Command::Methods { object } => Request::Methods { to: object },
+        Command::Method {
+            target,
+            source,
+            wit,
+            report,
+            versions,
+            version,
+        } => {
+            let (to, selector) = split_target(&target)?;
+            let request = Request::Method {
+                method: None,
+                to: Some(to),
+                selector: Some(selector),
+                version,
+            };
+            let image = Image::open_read_only(&global.image)?;
+            let mut image = image;
+            let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
+            let part = if source {
+                Some("source")
+            } else if wit {
+                Some("wit")
+            } else if report {
+                Some("report")
+            } else if versions {
+                Some("versions")
+            } else {
+                None
+            };
+            let shown = match part {
+                Some(key) => result[key].clone(),
+                None => result,
+            };
+            print(&global, &shown, || render_method(part, &shown));
+            return Ok(());
+        }
+        Command::Revert { target, version } => {
+            let (to, selector) = split_target(&target)?;
+            Request::Revert {
+                to,
+                selector,
+                version,
+            }
+        }
     };
     let mut image = if request.writes() {
         Image::open(&global.image, global.durability)?
@@ -221,7 +323,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Image::open_read_only(&global.image)?
     };
     let shown = request.clone();
-    let result = protocol::execute(&mut image, request, CLI_ACTOR)?;
+    let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
     print(&global, &result, || render(&shown, &result));
     Ok(())
 }
@@ -259,6 +361,91 @@ fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliE
         }
     }
     Ok(())
+}
+
+/// The method machinery, with the cache in its default place (`$BATOS_CACHE` overrides).
+fn methods() -> Methods {
+    Methods::new(crate::forge::default_cache_dir(), Limits::default())
+}
+
+fn remove_image_files(image: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = image.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(path));
+    }
+}
+
+/// `counter.increment` → (`counter`, `increment`); ids work too: `3.increment`.
+fn split_target(target: &str) -> Result<(ObjRef, String), Failure> {
+    match target.split_once('.') {
+        Some((object, selector)) if !object.is_empty() && !selector.is_empty() => Ok((
+            object.parse().unwrap_or(ObjRef::Name(object.to_owned())),
+            selector.to_owned(),
+        )),
+        _ => Err(Failure::new(
+            "bad-request",
+            format!("`{target}` is not OBJECT.SELECTOR (e.g. counter.increment)"),
+        )),
+    }
+}
+
+fn render_method(part: Option<&str>, v: &Value) -> String {
+    match part {
+        Some("source") | Some("wit") => v.as_str().unwrap_or_default().to_owned(),
+        Some("report") => pretty(v),
+        Some("versions") => v
+            .as_array()
+            .map(|vs| {
+                vs.iter()
+                    .map(|x| {
+                        format!(
+                            "v{}  method {}  {}  tx {}  {} bytes  {}{}",
+                            x["version"],
+                            x["method"],
+                            x["origin"].as_str().unwrap_or(""),
+                            x["tx"],
+                            x["wasm_bytes"],
+                            &x["sha256"].as_str().unwrap_or("")
+                                [..12.min(x["sha256"].as_str().unwrap_or("").len())],
+                            if x["active"] == json!(true) {
+                                "  (installed)"
+                            } else {
+                                ""
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default(),
+        _ => {
+            let imports: Vec<String> = v["imports"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|i| i["name"].as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "{}.{} v{} (method {}, {}, {} bytes, sha256 {})\nimports: {}\nexports: {}\n\n{}",
+                v["object"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v["oid"].to_string()),
+                v["selector"].as_str().unwrap_or(""),
+                v["version"],
+                v["method"],
+                v["origin"].as_str().unwrap_or(""),
+                v["report"]["compile"]["wasm_bytes"],
+                v["sha256"].as_str().unwrap_or(""),
+                imports.join(", "),
+                v["exports"],
+                v["source"].as_str().unwrap_or("")
+            )
+        }
+    }
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
@@ -339,7 +526,55 @@ fn render(request: &Request, result: &Value) -> String {
             result["image"].as_str().unwrap_or("(memory)"),
             result["tx"]
         ),
-        Request::Get { .. } | Request::Send { .. } => pretty(result),
+        Request::Get { .. } | Request::Send { .. } | Request::Method { .. } => pretty(result),
+        Request::Install { to, selector, .. } => format!(
+            "installed {to}.{selector} version {} (method {}, tx {}): source gate passed, compiled in {:.0} ms, component gate passed",
+            result["version"],
+            result["method"],
+            result["tx"],
+            result["report"]["compile"]["millis"]
+                .as_f64()
+                .unwrap_or(0.0)
+        ),
+        Request::Revert {
+            to,
+            selector,
+            version,
+        } => format!(
+            "{to}.{selector} is version {version} again (tx {})",
+            result["tx"]
+        ),
+        Request::Methods { .. } => {
+            let rows: Vec<String> = result
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{:>5}  {}.{}  v{}  {}  {} bytes  {}",
+                        m["method"],
+                        m["object"]
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| m["oid"].to_string()),
+                        m["selector"].as_str().unwrap_or(""),
+                        m["version"],
+                        m["origin"].as_str().unwrap_or(""),
+                        m["wasm_bytes"],
+                        m["sha256"]
+                            .as_str()
+                            .map(|s| &s[..12.min(s.len())])
+                            .unwrap_or("")
+                    )
+                })
+                .collect();
+            if rows.is_empty() {
+                "(no methods)".into()
+            } else {
+                rows.join("\n")
+            }
+        }
     }
 }
 

@@ -12,8 +12,10 @@
 //!
 //! Compatibility: the schema lives in [`schema`] as append-only migrations on `user_version`.
 
+mod cache;
 mod lock;
 pub mod log;
+pub mod methods;
 pub mod replay;
 mod schema;
 
@@ -27,9 +29,12 @@ use serde_json::{Map, Value};
 
 pub use lock::WriterLock;
 pub use log::{Change, HistoryFilter, Transaction};
+pub use methods::{MethodRecord, NewMethod, Origin};
 
 use crate::guardian::{self, SchemaViolation};
-use crate::object::{self, Found, LookupError, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId};
+use crate::object::{
+    self, Found, LookupError, MethodId, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId,
+};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +81,10 @@ pub enum ImageError {
     NoSuchObject(ObjRef),
     #[error("object {oid} has no slot `{slot}`")]
     NoSuchSlot { oid: Oid, slot: String },
+    #[error("`{slot}` of object {oid} is a method: send it, or see it with `batos method`")]
+    HoldsMethod { oid: Oid, slot: String },
+    #[error("no method {0} in this image")]
+    NoSuchMethod(String),
     #[error("no transaction {0} in this image")]
     NoSuchTransaction(TxId),
     #[error("the name `{name}` is already taken by object {holder}")]
@@ -122,6 +131,8 @@ impl ImageError {
         match self {
             ImageError::NoSuchObject(_) => "no-such-object",
             ImageError::NoSuchSlot { .. } => "no-such-slot",
+            ImageError::HoldsMethod { .. } => "bad-request",
+            ImageError::NoSuchMethod(_) => "no-such-method",
             ImageError::NoSuchTransaction(_) => "no-such-transaction",
             ImageError::SchemaViolation { .. } => "schema-violation",
             ImageError::Conflict { .. } | ImageError::Irreversible { .. } => "conflict",
@@ -170,12 +181,13 @@ pub struct ObjectView {
 impl ObjectView {
     fn from_state(oid: Oid, state: replay::ObjectState) -> Self {
         let mut slots = Map::new();
-        let methods = Vec::new();
+        let mut methods = Vec::new();
         for (name, slot) in state.slots {
             match slot {
                 Slot::Value(v) => {
                     slots.insert(name, v);
                 }
+                Slot::Method(_) => methods.push(name),
             }
         }
         ObjectView {
@@ -219,6 +231,8 @@ pub struct Image {
     /// `None` for an in-memory image.
     path: Option<PathBuf>,
     access: Access,
+    /// Committed objects for fast lookups; only for a writer (see [`cache`]).
+    cache: Option<cache::ObjectCache>,
     /// Held for as long as the image is open for writing; released by the kernel on any exit.
     _lock: Option<WriterLock>,
 }
@@ -253,6 +267,7 @@ impl Image {
             conn: Some(conn),
             path: Some(path.to_owned()),
             access: Access::Write,
+            cache: Some(cache::ObjectCache::default()),
             _lock: Some(lock),
         };
         image.configure(durability)?;
@@ -282,6 +297,7 @@ impl Image {
             conn: Some(conn),
             path: Some(path.to_owned()),
             access: Access::Read,
+            cache: None,
             _lock: None,
         })
     }
@@ -292,6 +308,7 @@ impl Image {
             conn: Some(Connection::open_in_memory()?),
             path: None,
             access: Access::Write,
+            cache: Some(cache::ObjectCache::default()),
             _lock: None,
         };
         image.configure(Durability::Normal)?;
@@ -367,9 +384,16 @@ impl Image {
             id: TxId(0),
             seq: 0,
             touched: BTreeSet::new(),
+            savepoints: 0,
+            discard_if_unchanged: false,
         };
         let outcome = tx.begin(actor, note).map_err(E::from).and_then(|()| {
             let value = work(&mut tx)?;
+            if tx.discard_if_unchanged && tx.seq == 0 {
+                // Nothing to keep: the connection is rolled back below, and no empty
+                // transaction clutters the log.
+                return Ok(value);
+            }
             tx.guard_touched()?;
             tx.conn()?
                 .execute_batch("COMMIT")
@@ -384,6 +408,11 @@ impl Image {
             let _ = conn.execute_batch("ROLLBACK");
         }
         self.conn = Some(conn);
+        if outcome.is_ok()
+            && let Some(cache) = &self.cache
+        {
+            cache.invalidate(tx.touched.iter().copied());
+        }
         outcome.map(|value| (value, tx.id))
     }
 
@@ -395,8 +424,16 @@ impl Image {
         self.db()?.resolve(r)
     }
 
+    /// The committed object graph, through the cache when this image has one.
+    fn graph(&self) -> Result<Cached<'_>, ImageError> {
+        Ok(Cached {
+            db: self.db()?,
+            cache: self.cache.as_ref(),
+        })
+    }
+
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
-        Ok(object::lookup(&self.db()?, receiver, selector)?)
+        Ok(object::lookup(&self.graph()?, receiver, selector)?)
     }
 
     /// Sends `selector` to `receiver`: a value slot answers its value; no slot anywhere on the
@@ -407,7 +444,8 @@ impl Image {
         selector: &str,
         _args: &[Value],
     ) -> Result<Outcome, ImageError> {
-        self.db()?.send(receiver, selector)
+        self.db()?.existing(receiver)?;
+        outcome(self.lookup(receiver, selector)?, receiver, selector)
     }
 
     /// A slot's value, found through delegation like a send.
@@ -417,6 +455,13 @@ impl Image {
                 slot: Slot::Value(v),
                 ..
             }) => Ok(v),
+            Some(Found {
+                slot: Slot::Method(_),
+                ..
+            }) => Err(ImageError::HoldsMethod {
+                oid: receiver,
+                slot: slot.to_owned(),
+            }),
             None => Err(ImageError::NoSuchSlot {
                 oid: receiver,
                 slot: slot.to_owned(),
@@ -487,6 +532,37 @@ impl Image {
         Ok(report)
     }
 
+    /// The methods installed now (every method slot), optionally on one object only.
+    pub fn methods(&self, object: Option<Oid>) -> Result<Vec<MethodRecord>, ImageError> {
+        methods::installed(self.conn()?, object)
+    }
+
+    /// Every version of `oid.selector`, oldest first (installed on that object itself).
+    pub fn method_versions(
+        &self,
+        oid: Oid,
+        selector: &str,
+    ) -> Result<Vec<MethodRecord>, ImageError> {
+        methods::versions(self.conn()?, oid, selector)
+    }
+
+    pub fn method_record(&self, id: MethodId) -> Result<MethodRecord, ImageError> {
+        methods::by_id(self.conn()?, id)
+    }
+
+    pub fn method_source_and_report(&self, id: MethodId) -> Result<(String, Value), ImageError> {
+        methods::source_and_report(self.conn()?, id)
+    }
+
+    pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
+        methods::wasm(self.conn()?, id)
+    }
+
+    /// The object's own slot `name` (no delegation).
+    pub fn own_slot_of(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
+        self.db()?.own_slot(oid, name)
+    }
+
     /// The live image's canonical state hash.
     pub fn state_hash(&self) -> Result<String, ImageError> {
         Ok(replay::hash(&replay::dump(self.conn()?)?))
@@ -543,6 +619,18 @@ pub struct Tx {
     seq: i64,
     /// Objects written in this transaction: each is checked against its schema before commit.
     touched: BTreeSet<Oid>,
+    /// Savepoints opened so far, for unique names.
+    savepoints: u64,
+    /// Roll back instead of committing when nothing changed (a send that only read).
+    discard_if_unchanged: bool,
+}
+
+/// A point inside a transaction to roll back to (see [`Tx::savepoint`]).
+#[derive(Debug)]
+pub struct Savepoint {
+    name: String,
+    seq: i64,
+    touched: BTreeSet<Oid>,
 }
 
 impl Tx {
@@ -574,6 +662,8 @@ impl Tx {
             id: self.id,
             seq: self.seq,
             touched: std::mem::take(&mut self.touched),
+            savepoints: self.savepoints,
+            discard_if_unchanged: self.discard_if_unchanged,
         }
     }
 
@@ -582,6 +672,7 @@ impl Tx {
         self.conn = lent.conn;
         self.seq = lent.seq;
         self.touched = lent.touched;
+        self.savepoints = lent.savepoints;
     }
 
     fn db(&self) -> Result<Db<'_>, ImageError> {
@@ -602,7 +693,11 @@ impl Tx {
     }
 
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
-        Ok(object::lookup(&self.db()?, receiver, selector)?)
+        let graph = Cached {
+            db: self.db()?,
+            cache: None,
+        };
+        Ok(object::lookup(&graph, receiver, selector)?)
     }
 
     pub fn send(
@@ -611,7 +706,99 @@ impl Tx {
         selector: &str,
         _args: &[Value],
     ) -> Result<Outcome, ImageError> {
-        self.db()?.send(receiver, selector)
+        self.db()?.existing(receiver)?;
+        outcome(self.lookup(receiver, selector)?, receiver, selector)
+    }
+
+    pub fn named(&self, name: &str) -> Result<Option<Oid>, ImageError> {
+        self.db()?.named(name)
+    }
+
+    /// Asks [`Image::transact`] to roll back rather than commit if this transaction ends up
+    /// changing nothing.
+    pub fn discard_if_unchanged(&mut self) {
+        self.discard_if_unchanged = true;
+    }
+
+    pub fn parents(&self, oid: Oid) -> Result<Vec<Oid>, ImageError> {
+        let db = self.db()?;
+        db.existing(oid)?;
+        db.parents(oid)
+    }
+
+    pub fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
+        self.db()?.own_slot(oid, name)
+    }
+
+    pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
+        methods::wasm(self.conn()?, id)
+    }
+
+    pub fn method_versions(
+        &self,
+        oid: Oid,
+        selector: &str,
+    ) -> Result<Vec<MethodRecord>, ImageError> {
+        methods::versions(self.conn()?, oid, selector)
+    }
+
+    /// Stores a new version of `oid.selector` and points the slot at it.
+    pub fn install_method(
+        &mut self,
+        oid: Oid,
+        selector: &str,
+        new: &NewMethod<'_>,
+    ) -> Result<(MethodId, i64), ImageError> {
+        self.db()?.existing(oid)?;
+        let (id, version) = methods::insert(self.conn()?, self.id, oid, selector, new)?;
+        self.set_slot(oid, selector, Slot::Method(id))?;
+        Ok((id, version))
+    }
+
+    /// Marks a point this transaction can roll back to without giving up the rest (a nested
+    /// method call that fails undoes only its own writes).
+    pub fn savepoint(&mut self) -> Result<Savepoint, ImageError> {
+        self.savepoints += 1;
+        let name = format!("batos_{}", self.savepoints);
+        self.conn()?.execute_batch(&format!("SAVEPOINT {name}"))?;
+        Ok(Savepoint {
+            name,
+            seq: self.seq,
+            touched: self.touched.clone(),
+        })
+    }
+
+    /// Keeps what was done since `savepoint`.
+    pub fn release(&mut self, savepoint: Savepoint) -> Result<(), ImageError> {
+        self.conn()?
+            .execute_batch(&format!("RELEASE {}", savepoint.name))?;
+        Ok(())
+    }
+
+    /// Undoes everything since `savepoint`, and only that.
+    pub fn rollback_to(&mut self, savepoint: Savepoint) -> Result<(), ImageError> {
+        let name = &savepoint.name;
+        self.conn()?
+            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
+        self.seq = savepoint.seq;
+        self.touched = savepoint.touched;
+        Ok(())
+    }
+
+    /// The Data Guardian for one object, now rather than at commit.
+    pub fn guard_object(&self, oid: Oid) -> Result<(), ImageError> {
+        if self.db()?.name_of_if_exists(oid)?.is_none() {
+            return Ok(());
+        }
+        let Some(found) = self.lookup(oid, guardian::SCHEMA_SLOT)? else {
+            return Ok(());
+        };
+        let Slot::Value(schema) = found.slot else {
+            return Ok(());
+        };
+        let slots = self.db()?.own_values(oid)?;
+        guardian::check_slots(&schema, &slots)
+            .map_err(|violation| ImageError::SchemaViolation { oid, violation })
     }
 
     /// Clones: a new object with `parents` (usually one prototype), an optional unique name and
@@ -678,7 +865,8 @@ impl Tx {
         for parent in &parents {
             self.db()?.existing(*parent)?;
         }
-        if object::would_cycle(&self.db()?, oid, &parents)? {
+        let db = self.db()?;
+        if object::would_cycle(|o| db.parents(o), oid, &parents)? {
             return Err(ImageError::ParentCycle {
                 child: oid,
                 parents,
@@ -750,16 +938,7 @@ impl Tx {
     /// carries or inherits.
     fn guard_touched(&self) -> Result<(), ImageError> {
         for &oid in &self.touched {
-            if self.db()?.name_of_if_exists(oid)?.is_none() {
-                continue;
-            }
-            let Some(found) = self.lookup(oid, guardian::SCHEMA_SLOT)? else {
-                continue;
-            };
-            let Slot::Value(schema) = found.slot;
-            let slots = self.db()?.own_values(oid)?;
-            guardian::check_slots(&schema, &slots)
-                .map_err(|violation| ImageError::SchemaViolation { oid, violation })?;
+            self.guard_object(oid)?;
         }
         Ok(())
     }
@@ -833,6 +1012,19 @@ impl Db<'_> {
             .optional()?)
     }
 
+    fn own_slots(&self, oid: Oid) -> Result<Vec<(String, Slot)>, ImageError> {
+        let mut stmt = self
+            .0
+            .prepare_cached("SELECT name, kind, value FROM slots WHERE oid = ?1")?;
+        let mut rows = stmt.query([oid.0])?;
+        let mut slots = Vec::new();
+        while let Some(r) = rows.next()? {
+            let slot = log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
+            slots.push((r.get(0)?, slot));
+        }
+        Ok(slots)
+    }
+
     fn own_values(&self, oid: Oid) -> Result<Map<String, Value>, ImageError> {
         let mut stmt = self
             .0
@@ -840,9 +1032,11 @@ impl Db<'_> {
         let mut rows = stmt.query([oid.0])?;
         let mut map = Map::new();
         while let Some(r) = rows.next()? {
-            let Slot::Value(v) =
-                log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?;
-            map.insert(r.get(0)?, v);
+            if let Slot::Value(v) =
+                log::slot_from_columns(&r.get::<_, String>(1)?, &r.get::<_, String>(2)?)?
+            {
+                map.insert(r.get(0)?, v);
+            }
         }
         Ok(map)
     }
@@ -867,24 +1061,6 @@ impl Db<'_> {
         }))
     }
 
-    fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
-        self.existing(receiver)?;
-        Ok(match object::lookup(self, receiver, selector)? {
-            Some(Found {
-                slot: Slot::Value(v),
-                ..
-            }) => Outcome::Answer(v),
-            None => Outcome::DoesNotUnderstand {
-                receiver,
-                selector: selector.to_owned(),
-            },
-        })
-    }
-}
-
-impl ObjectGraph for Db<'_> {
-    type Error = ImageError;
-
     fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
         let row: Option<(String, String)> = self
             .0
@@ -901,5 +1077,56 @@ impl ObjectGraph for Db<'_> {
             .prepare_cached("SELECT parent FROM parents WHERE oid = ?1 ORDER BY position")?;
         let rows = stmt.query_map([oid.0], |r| r.get(0).map(Oid))?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// What a send answers, given what lookup found.
+fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+    Ok(match found {
+        Some(Found {
+            slot: Slot::Value(v),
+            ..
+        }) => Outcome::Answer(v),
+        Some(Found {
+            holder,
+            slot: Slot::Method(method),
+        }) => Outcome::Method { holder, method },
+        None => Outcome::DoesNotUnderstand {
+            receiver,
+            selector: selector.to_owned(),
+        },
+    })
+}
+
+/// The object graph for lookups: SQLite, with the writer's cache in front when there is one.
+struct Cached<'c> {
+    db: Db<'c>,
+    cache: Option<&'c cache::ObjectCache>,
+}
+
+impl ObjectGraph for Cached<'_> {
+    type Error = ImageError;
+
+    fn visit(
+        &self,
+        oid: Oid,
+        name: &str,
+        parents: &mut crate::object::Parents,
+    ) -> Result<Option<Slot>, ImageError> {
+        let Some(cache) = self.cache else {
+            if let Some(slot) = self.db.own_slot(oid, name)? {
+                return Ok(Some(slot));
+            }
+            parents.extend(self.db.parents(oid)?);
+            return Ok(None);
+        };
+        if let Some(answer) = cache.visit(oid, name, parents) {
+            return Ok(answer);
+        }
+        if self.db.name_of_if_exists(oid)?.is_none() {
+            return Ok(None);
+        }
+        cache.insert(oid, self.db.own_slots(oid)?, self.db.parents(oid)?);
+        Ok(cache.visit(oid, name, parents).unwrap_or(None))
     }
 }

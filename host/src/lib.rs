@@ -14,7 +14,10 @@
 //! - [`cli`]: the `batos` command line over the protocol.
 
 pub mod cli;
+pub mod forge;
 pub mod guardian;
 pub mod image;
+pub mod method;
 pub mod object;
 pub mod protocol;
+pub mod sandbox;

@@ -82,6 +82,8 @@ impl From<Oid> for ObjRef {
 #[serde(rename_all = "snake_case")]
 pub enum Slot {
     Value(Value),
+    /// An installed method (one version of it).
+    Method(MethodId),
 }
 
 impl Slot {
@@ -89,17 +91,36 @@ impl Slot {
     pub fn kind(&self) -> &'static str {
         match self {
             Slot::Value(_) => "value",
+            Slot::Method(_) => "method",
         }
     }
 }
 
-/// The two questions delegation asks of wherever objects live.
+/// An installed method version's id: stable, never reused, its row never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MethodId(pub i64);
+
+impl fmt::Display for MethodId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A buffer of parents that lives on the stack for the usual few.
+pub type Parents = smallvec::SmallVec<[Oid; 8]>;
+
+/// What delegation asks of wherever objects live.
 pub trait ObjectGraph {
     type Error;
-    /// The receiver's own slot named `name`, if it has one.
-    fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, Self::Error>;
-    /// The object's parents, in order.
-    fn parents(&self, oid: Oid) -> Result<Vec<Oid>, Self::Error>;
+    /// Looks at one object: answers its own slot `name` if it has one; otherwise appends its
+    /// parents, in order, to `parents` (a buffer the walk reuses, so a lookup allocates little).
+    fn visit(
+        &self,
+        oid: Oid,
+        name: &str,
+        parents: &mut Parents,
+    ) -> Result<Option<Slot>, Self::Error>;
 }
 
 /// Where a lookup found its slot: `holder` may be the receiver or any ancestor.
@@ -120,6 +141,36 @@ pub enum LookupError<E> {
     Graph(E),
 }
 
+/// The objects a walk has seen: a short list on the stack while small (the common case: no
+/// hashing, no allocation), a set once a graph turns out large.
+#[derive(Default)]
+struct Visited {
+    few: smallvec::SmallVec<[Oid; 32]>,
+    many: Option<std::collections::HashSet<Oid>>,
+}
+
+impl Visited {
+    /// Records `oid`; false if it was seen before.
+    fn insert(&mut self, oid: Oid) -> bool {
+        match &mut self.many {
+            Some(many) => many.insert(oid),
+            None => {
+                if self.few.contains(&oid) {
+                    return false;
+                }
+                if self.few.len() < self.few.inline_size() {
+                    self.few.push(oid);
+                } else {
+                    let mut many: std::collections::HashSet<Oid> = self.few.drain(..).collect();
+                    many.insert(oid);
+                    self.many = Some(many);
+                }
+                true
+            }
+        }
+    }
+}
+
 /// Finds `selector` for `receiver`: own slots, then parents depth first, left to right.
 ///
 /// Returns `Ok(None)` when no object on the way has the slot: the caller turns that into
@@ -129,44 +180,54 @@ pub fn lookup<G: ObjectGraph>(
     receiver: Oid,
     selector: &str,
 ) -> Result<Option<Found>, LookupError<G::Error>> {
-    // An explicit stack of (object, depth) instead of recursion: a hostile graph cannot blow the
-    // host's stack. Parents are pushed in reverse so the leftmost is visited first.
-    let mut stack = vec![(receiver, 0usize)];
-    let mut visited = std::collections::HashSet::new();
-    while let Some((oid, depth)) = stack.pop() {
+    // No recursion: a hostile graph cannot blow the host's stack. The next object to visit is
+    // `next` (the leftmost parent of the last one); its siblings wait on `pending`, pushed in
+    // reverse so the leftmost comes off first. A plain chain never touches `pending`.
+    let mut next = Some((receiver, 0usize));
+    let mut pending: smallvec::SmallVec<[(Oid, usize); 16]> = smallvec::SmallVec::new();
+    let mut parents = Parents::new();
+    let mut visited = Visited::default();
+    while let Some((oid, depth)) = next.take().or_else(|| pending.pop()) {
         if !visited.insert(oid) {
             continue;
         }
-        if let Some(slot) = graph.own_slot(oid, selector).map_err(LookupError::Graph)? {
+        parents.clear();
+        if let Some(slot) = graph
+            .visit(oid, selector, &mut parents)
+            .map_err(LookupError::Graph)?
+        {
             return Ok(Some(Found { holder: oid, slot }));
         }
-        let parents = graph.parents(oid).map_err(LookupError::Graph)?;
-        if !parents.is_empty() && depth + 1 > MAX_DELEGATION_DEPTH {
+        let Some((&first, rest)) = parents.split_first() else {
+            continue;
+        };
+        if depth + 1 > MAX_DELEGATION_DEPTH {
             return Err(LookupError::TooDeep {
                 receiver,
                 selector: selector.to_owned(),
             });
         }
-        stack.extend(parents.into_iter().rev().map(|p| (p, depth + 1)));
+        pending.extend(rest.iter().rev().map(|p| (*p, depth + 1)));
+        next = Some((first, depth + 1));
     }
     Ok(None)
 }
 
 /// Whether making `parents` the parents of `child` would close a delegation cycle: true when
-/// `child` is among them or reachable from any of them.
-pub fn would_cycle<G: ObjectGraph>(
-    graph: &G,
+/// `child` is among them or reachable from any of them. `parents_of` answers one object's parents.
+pub fn would_cycle<E>(
+    parents_of: impl Fn(Oid) -> Result<Vec<Oid>, E>,
     child: Oid,
     parents: &[Oid],
-) -> Result<bool, G::Error> {
+) -> Result<bool, E> {
     let mut stack: Vec<Oid> = parents.to_vec();
-    let mut visited = std::collections::HashSet::new();
+    let mut visited = Visited::default();
     while let Some(oid) = stack.pop() {
         if oid == child {
             return Ok(true);
         }
         if visited.insert(oid) {
-            stack.extend(graph.parents(oid)?);
+            stack.extend(parents_of(oid)?);
         }
     }
     Ok(false)
@@ -177,7 +238,15 @@ pub fn would_cycle<G: ObjectGraph>(
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Answer(Value),
-    DoesNotUnderstand { receiver: Oid, selector: String },
+    /// The selector names a method: the caller runs it with `self` = the receiver.
+    Method {
+        holder: Oid,
+        method: MethodId,
+    },
+    DoesNotUnderstand {
+        receiver: Oid,
+        selector: String,
+    },
 }
 
 #[cfg(test)]
@@ -208,21 +277,33 @@ mod tests {
         }
     }
 
-    impl ObjectGraph for Graph {
-        type Error = std::convert::Infallible;
-        fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, Self::Error> {
-            self.visits.borrow_mut().push(oid);
-            Ok(self
-                .objects
-                .get(&oid)
-                .and_then(|(s, _)| s.get(name).cloned().map(Slot::Value)))
-        }
-        fn parents(&self, oid: Oid) -> Result<Vec<Oid>, Self::Error> {
+    impl Graph {
+        fn parents_of(&self, oid: Oid) -> Result<Vec<Oid>, std::convert::Infallible> {
             Ok(self
                 .objects
                 .get(&oid)
                 .map(|(_, p)| p.clone())
                 .unwrap_or_default())
+        }
+    }
+
+    impl ObjectGraph for Graph {
+        type Error = std::convert::Infallible;
+        fn visit(
+            &self,
+            oid: Oid,
+            name: &str,
+            parents: &mut Parents,
+        ) -> Result<Option<Slot>, Self::Error> {
+            self.visits.borrow_mut().push(oid);
+            let Some((slots, ps)) = self.objects.get(&oid) else {
+                return Ok(None);
+            };
+            if let Some(v) = slots.get(name) {
+                return Ok(Some(Slot::Value(v.clone())));
+            }
+            parents.extend(ps.iter().copied());
+            Ok(None)
         }
     }
 
@@ -274,6 +355,19 @@ mod tests {
     }
 
     #[test]
+    fn a_large_graph_switches_to_a_set_and_still_terminates() {
+        let mut g = Graph::default();
+        // 60 objects each with every earlier one as parent: many revisits, one answer.
+        g.add(0, &[], &[("x", json!(0))]);
+        for i in 1..60 {
+            let ps: Vec<i64> = (0..i).rev().collect();
+            g.add(i, &ps, &[]);
+        }
+        assert_eq!(holder(&g, 59, "x"), Some(0));
+        assert_eq!(holder(&g, 59, "missing"), None);
+    }
+
+    #[test]
     fn self_parent_terminates() {
         let mut g = Graph::default();
         g.add(1, &[1], &[]);
@@ -302,9 +396,10 @@ mod tests {
         g.add(1, &[], &[]);
         g.add(2, &[1], &[]);
         g.add(3, &[2], &[]);
-        assert!(matches!(would_cycle(&g, Oid(1), &[Oid(3)]), Ok(true)));
-        assert!(matches!(would_cycle(&g, Oid(1), &[Oid(1)]), Ok(true)));
-        assert!(matches!(would_cycle(&g, Oid(3), &[Oid(1)]), Ok(false)));
+        let p = |o| g.parents_of(o);
+        assert!(matches!(would_cycle(p, Oid(1), &[Oid(3)]), Ok(true)));
+        assert!(matches!(would_cycle(p, Oid(1), &[Oid(1)]), Ok(true)));
+        assert!(matches!(would_cycle(p, Oid(3), &[Oid(1)]), Ok(false)));
     }
 
     #[test]

@@ -7,8 +7,9 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::image::{HistoryFilter, Image, ImageError};
-use crate::object::{ObjRef, Outcome, TxId};
+use crate::image::{HistoryFilter, Image, ImageError, Origin};
+use crate::method::{MethodError, Methods, Sent};
+use crate::object::{MethodId, ObjRef, Slot, TxId};
 
 /// The protocol's version, reported by `ping`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -101,12 +102,40 @@ pub enum Request {
     Undo {
         tx: TxId,
     },
+    /// Compiles, checks and installs a method from Rust source.
+    Install {
+        to: ObjRef,
+        selector: String,
+        source: String,
+    },
+    /// The methods installed now, optionally on one object.
+    Methods {
+        #[serde(default)]
+        to: Option<ObjRef>,
+    },
+    /// One method: by `method` id, or by `to` + `selector` (optionally a `version`).
+    Method {
+        #[serde(default)]
+        method: Option<MethodId>,
+        #[serde(default)]
+        to: Option<ObjRef>,
+        #[serde(default)]
+        selector: Option<String>,
+        #[serde(default)]
+        version: Option<i64>,
+    },
+    /// Points a method slot back at an earlier version.
+    Revert {
+        to: ObjRef,
+        selector: String,
+        version: i64,
+    },
 }
 
 /// The ops [`Request`] knows, to tell `unknown-op` from a malformed known op.
 pub const OPS: &[&str] = &[
     "ping", "send", "create", "get", "set", "parents", "remove", "rename", "describe", "history",
-    "replay", "undo",
+    "replay", "undo", "install", "methods", "method", "revert",
 ];
 
 /// A failed request: a stable code and a message for a person.
@@ -132,6 +161,12 @@ impl Failure {
 
 impl From<ImageError> for Failure {
     fn from(e: ImageError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
+}
+
+impl From<MethodError> for Failure {
+    fn from(e: MethodError) -> Self {
         Failure::new(e.code(), e.to_string())
     }
 }
@@ -174,7 +209,9 @@ impl Request {
             | Request::Set { .. }
             | Request::Remove { .. }
             | Request::Rename { .. }
-            | Request::Undo { .. } => true,
+            | Request::Undo { .. }
+            | Request::Install { .. }
+            | Request::Revert { .. } => true,
             Request::Parents { parents, .. } => parents.is_some(),
             // A send may run a method that writes (methods come with the next issue).
             Request::Send { .. } => true,
@@ -182,13 +219,20 @@ impl Request {
             | Request::Get { .. }
             | Request::Describe { .. }
             | Request::History { .. }
-            | Request::Replay { .. } => false,
+            | Request::Replay { .. }
+            | Request::Methods { .. }
+            | Request::Method { .. } => false,
         }
     }
 }
 
 /// Runs `request` against `image` on behalf of `actor` and answers the reply's `result`.
-pub fn execute(image: &mut Image, request: Request, actor: &str) -> Result<Value, Failure> {
+pub fn execute(
+    image: &mut Image,
+    methods: &Methods,
+    request: Request,
+    actor: &str,
+) -> Result<Value, Failure> {
     match request {
         Request::Ping => Ok(json!({
             "version": VERSION,
@@ -199,9 +243,10 @@ pub fn execute(image: &mut Image, request: Request, actor: &str) -> Result<Value
             to, selector, args, ..
         } => {
             let receiver = image.resolve(&to)?;
-            match image.send(receiver, &selector, &args)? {
-                Outcome::Answer(v) => Ok(v),
-                Outcome::DoesNotUnderstand { receiver, selector } => Err(Failure::new(
+            match methods.send(image, receiver, &selector, args, actor)? {
+                Sent::Value(v) => Ok(v),
+                Sent::Ran(report) => Ok(report.value),
+                Sent::DoesNotUnderstand { receiver, selector } => Err(Failure::new(
                     "does-not-understand",
                     format!("object {receiver} does not understand `{selector}`"),
                 )),
@@ -281,7 +326,114 @@ pub fn execute(image: &mut Image, request: Request, actor: &str) -> Result<Value
         }
         Request::Replay { until } => Ok(to_json(&image.replay(until)?)),
         Request::Undo { tx } => Ok(json!({"tx": image.undo(tx, actor)?})),
+        Request::Install {
+            to,
+            selector,
+            source,
+        } => {
+            let oid = image.resolve(&to)?;
+            let installed =
+                methods.install(image, oid, &selector, &source, Origin::Architect, actor)?;
+            Ok(to_json(&installed))
+        }
+        Request::Methods { to } => {
+            let object = to.map(|r| image.resolve(&r)).transpose()?;
+            Ok(to_json(&image.methods(object)?))
+        }
+        Request::Method {
+            method,
+            to,
+            selector,
+            version,
+        } => describe_method(image, method, to, selector, version),
+        Request::Revert {
+            to,
+            selector,
+            version,
+        } => {
+            let oid = image.resolve(&to)?;
+            Ok(json!({"tx": methods.revert(image, oid, &selector, version, actor)?}))
+        }
     }
+}
+
+/// The `method` op: source, contract, imports and exports, report and every version.
+fn describe_method(
+    image: &Image,
+    method: Option<MethodId>,
+    to: Option<ObjRef>,
+    selector: Option<String>,
+    version: Option<i64>,
+) -> Result<Value, Failure> {
+    let record = match (method, to, selector) {
+        (Some(id), _, _) => image.method_record(id)?,
+        (None, Some(to), Some(selector)) => {
+            let oid = image.resolve(&to)?;
+            match version {
+                Some(version) => image
+                    .method_versions(oid, &selector)?
+                    .into_iter()
+                    .find(|v| v.version == version)
+                    .ok_or_else(|| {
+                        Failure::new(
+                            "no-such-method",
+                            format!("{to}.{selector} has no version {version}"),
+                        )
+                    })?,
+                None => match image.lookup(oid, &selector)? {
+                    Some(found) => match found.slot {
+                        Slot::Method(id) => image.method_record(id)?,
+                        Slot::Value(_) => {
+                            return Err(Failure::new(
+                                "no-such-method",
+                                format!("`{selector}` of {to} is a value, not a method"),
+                            ));
+                        }
+                    },
+                    None => {
+                        return Err(Failure::new(
+                            "no-such-method",
+                            format!("{to} has no method `{selector}`"),
+                        ));
+                    }
+                },
+            }
+        }
+        _ => {
+            return Err(Failure::new(
+                "bad-request",
+                "`method` needs `method`, or `to` and `selector`",
+            ));
+        }
+    };
+    let (source, report) = image.method_source_and_report(record.method)?;
+    let versions = image.method_versions(record.oid, &record.selector)?;
+    let active = image.own_slot_of(record.oid, &record.selector)?;
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.version, "method": v.method, "origin": v.origin, "sha256": v.sha256,
+                "tx": v.tx, "wasm_bytes": v.wasm_bytes, "active": active == Some(Slot::Method(v.method)),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "method": record.method,
+        "oid": record.oid,
+        "object": record.object,
+        "selector": record.selector,
+        "version": record.version,
+        "origin": record.origin,
+        "contract": record.contract,
+        "sha256": record.sha256,
+        "source": source,
+        "wit": crate::forge::CONTRACT_WIT,
+        "imports": report.pointer("/component_gate/imports").cloned().unwrap_or(Value::Null),
+        "exports": report.pointer("/component_gate/exports").cloned().unwrap_or(Value::Null),
+        "report": report,
+        "versions": versions,
+    }))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {

@@ -222,6 +222,7 @@ pub fn apply(conn: &Connection, change: &Change) -> Result<(), ImageError> {
 pub fn slot_columns(slot: &Slot) -> Result<(&'static str, String), ImageError> {
     let text = match slot {
         Slot::Value(v) => serde_json::to_string(v),
+        Slot::Method(id) => serde_json::to_string(id),
     }
     .map_err(|e| ImageError::Corrupt(format!("unencodable slot: {e}")))?;
     Ok((slot.kind(), text))
@@ -233,6 +234,12 @@ pub fn slot_from_columns(kind: &str, text: &str) -> Result<Slot, ImageError> {
         .map_err(|e| ImageError::Corrupt(format!("a slot holds bad JSON `{text}`: {e}")))?;
     match kind {
         "value" => Ok(Slot::Value(value)),
+        "method" => match value.as_i64() {
+            Some(id) => Ok(Slot::Method(crate::object::MethodId(id))),
+            None => Err(ImageError::Corrupt(format!(
+                "a method slot holds `{text}`, not a method id"
+            ))),
+        },
         other => Err(ImageError::Corrupt(format!("unknown slot kind `{other}`"))),
     }
 }

@@ -70,9 +70,13 @@ impl ObjectState {
             }
             write_canonical(&mut out, &Value::String(name.clone()));
             out.push(':');
-            let Slot::Value(v) = slot;
-            out.push_str("{\"value\":");
-            write_canonical(&mut out, v);
+            match slot {
+                Slot::Value(v) => {
+                    out.push_str("{\"value\":");
+                    write_canonical(&mut out, v);
+                }
+                Slot::Method(id) => out.push_str(&format!("{{\"method\":{id}")),
+            }
             out.push('}');
         }
         out.push_str("}]\n");
@@ -184,7 +188,10 @@ pub fn first_difference(
             let (x, y) = (a.slots.get(name), b.slots.get(name));
             if x != y {
                 let show = |s: Option<&Slot>| {
-                    s.map_or("absent".to_owned(), |Slot::Value(v)| v.to_string())
+                    s.map_or("absent".to_owned(), |slot| match slot {
+                        Slot::Value(v) => v.to_string(),
+                        Slot::Method(id) => format!("method {id}"),
+                    })
                 };
                 return Some(format!(
                     "object {oid} slot `{name}`: live {}, replayed {}",

@@ -61,6 +61,28 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER transactions_never_deleted BEFORE DELETE ON transactions
         BEGIN SELECT RAISE(ABORT, 'the transaction log is append-only'); END;
     "#,
+    // 2: installed methods. A method slot's value is a row id here; rows are never changed, so a
+    // slot change in the log (before/after ids) says exactly which code ran before and after.
+    r#"
+    CREATE TABLE methods (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        oid      INTEGER NOT NULL,
+        selector TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        source   TEXT NOT NULL,
+        wasm     BLOB NOT NULL,
+        sha256   TEXT NOT NULL,
+        contract TEXT NOT NULL,
+        report   TEXT NOT NULL,
+        origin   TEXT NOT NULL CHECK (origin IN ('genesis', 'architect', 'synthesized')),
+        tx       INTEGER NOT NULL REFERENCES transactions(tx),
+        UNIQUE (oid, selector, version)
+    );
+    CREATE TRIGGER methods_never_updated BEFORE UPDATE ON methods
+        BEGIN SELECT RAISE(ABORT, 'installed methods are immutable'); END;
+    CREATE TRIGGER methods_never_deleted BEFORE DELETE ON methods
+        BEGIN SELECT RAISE(ABORT, 'installed methods are immutable'); END;
+    "#,
 ];
 
 /// The schema version this build writes.

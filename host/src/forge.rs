@@ -1,0 +1,380 @@
+//! The forge: one method's Rust source to a WebAssembly component.
+//!
+//! The guest SDK (`guest-sdk/`, embedded in this binary) is built once per toolchain for
+//! `wasm32-wasip2` into the cache directory; then each method is one bare `rustc` run against the
+//! prebuilt SDK (no cargo project per method), in a private temporary directory, with a cleared
+//! environment, a time limit and an output size limit. The method's source goes in unchanged (so
+//! diagnostics keep its line numbers) with the SDK's glue appended. Results are cached by the
+//! hash of the source, the SDK and the compiler.
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The SDK's files, as this binary was built with them.
+const SDK_FILES: &[(&str, &str)] = &[
+    (
+        "guest-sdk/Cargo.toml",
+        include_str!("../../guest-sdk/Cargo.toml"),
+    ),
+    (
+        "guest-sdk/Cargo.lock",
+        include_str!("../../guest-sdk/Cargo.lock"),
+    ),
+    (
+        "guest-sdk/src/lib.rs",
+        include_str!("../../guest-sdk/src/lib.rs"),
+    ),
+    ("wit/batos.wit", include_str!("../../wit/batos.wit")),
+];
+
+/// Appended to every method: the export of `run` as the contract's `invoke`.
+const GLUE: &str = include_str!("../../guest-sdk/glue.rs");
+
+/// The contract's WIT, for `batos method --wit` and the mind's brief.
+pub const CONTRACT_WIT: &str = include_str!("../../wit/batos.wit");
+
+#[derive(Debug, Clone)]
+pub struct ForgeLimits {
+    /// How long one `rustc` may run.
+    pub compile_time: Duration,
+    /// The largest component accepted.
+    pub max_wasm_bytes: u64,
+    /// How much of the compiler's diagnostics is kept.
+    pub max_diagnostics_bytes: usize,
+    /// The largest source accepted.
+    pub max_source_bytes: usize,
+}
+
+impl Default for ForgeLimits {
+    fn default() -> Self {
+        ForgeLimits {
+            compile_time: Duration::from_secs(60),
+            max_wasm_bytes: 16 << 20,
+            max_diagnostics_bytes: 32 << 10,
+            max_source_bytes: 256 << 10,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("the method does not compile:\n{diagnostics}")]
+    CompileFailed { diagnostics: String },
+    #[error("compiling took longer than {0:?}")]
+    Timeout(Duration),
+    #[error("the method source is {size} bytes, more than the limit of {limit}")]
+    SourceTooLarge { size: usize, limit: usize },
+    #[error("the compiled component is {size} bytes, more than the limit of {limit}")]
+    OutputTooLarge { size: u64, limit: u64 },
+    #[error("no Rust toolchain for methods: {0}")]
+    Toolchain(String),
+    #[error("building the guest SDK failed:\n{0}")]
+    Sdk(String),
+    #[error("forge file error at {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ForgeError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => "compile-failed",
+            ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => "too-large",
+            ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => "internal",
+        }
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ForgeError + '_ {
+    move |source| ForgeError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A compiled method.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub wasm: Vec<u8>,
+    /// SHA-256 of the component, hex.
+    pub sha256: String,
+    /// Wall time of the compile (near zero when cached).
+    pub millis: f64,
+    pub cached: bool,
+    /// Warnings the compiler printed, if any.
+    pub warnings: String,
+}
+
+/// The toolchain, the prebuilt SDK and the cache.
+#[derive(Debug)]
+pub struct Forge {
+    sysroot: PathBuf,
+    rustc_version: String,
+    /// `.../wasm32-wasip2/release` (holds `libbatos_sdk.rlib` and `deps/`).
+    sdk_dir: PathBuf,
+    /// `.../release/deps` (the host-side proc macros the SDK uses).
+    host_deps: PathBuf,
+    /// Hash of SDK sources and compiler: part of every cache key.
+    sdk_key: String,
+    cache: PathBuf,
+    limits: ForgeLimits,
+}
+
+/// Where batos keeps build products that are not image data: `$BATOS_CACHE`, else
+/// `$XDG_CACHE_HOME/batos`, else `~/.cache/batos`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BATOS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("batos");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache").join("batos")
+}
+
+impl Forge {
+    /// Finds the toolchain and builds the SDK if this toolchain has not built it yet (the first
+    /// time takes a minute; later opens are instant).
+    pub fn open(cache: &Path, limits: ForgeLimits) -> Result<Forge, ForgeError> {
+        let sysroot = run_text(Command::new("rustc").args(["--print", "sysroot"]))
+            .map_err(|e| ForgeError::Toolchain(format!("`rustc --print sysroot` failed: {e}")))?;
+        let sysroot = PathBuf::from(sysroot.trim());
+        if !sysroot.join("lib/rustlib/wasm32-wasip2").exists() {
+            return Err(ForgeError::Toolchain(
+                "the wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2` (scripts/setup does)".into(),
+            ));
+        }
+        let rustc_version = run_text(Command::new(sysroot.join("bin/rustc")).arg("-vV"))
+            .map_err(|e| ForgeError::Toolchain(format!("`rustc -vV` failed: {e}")))?;
+        let mut hasher = Sha256::new();
+        for (name, text) in SDK_FILES {
+            hasher.update(name.as_bytes());
+            hasher.update(text.as_bytes());
+        }
+        hasher.update(GLUE.as_bytes());
+        hasher.update(rustc_version.as_bytes());
+        let sdk_key = hex::encode(&hasher.finalize()[..8]);
+        let root = cache.join("sdk").join(&sdk_key);
+        let target = root.join("target");
+        let sdk_dir = target.join("wasm32-wasip2/release");
+        let host_deps = target.join("release/deps");
+        let forge = Forge {
+            sysroot,
+            rustc_version,
+            sdk_dir,
+            host_deps,
+            sdk_key,
+            cache: cache.to_owned(),
+            limits,
+        };
+        forge.build_sdk(&root)?;
+        Ok(forge)
+    }
+
+    fn build_sdk(&self, root: &Path) -> Result<(), ForgeError> {
+        let done = root.join("built");
+        if done.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(root).map_err(io(root))?;
+        // One builder at a time across processes; the others wait, then find it built.
+        let lock_path = root.join("lock");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.lock().map_err(io(&lock_path))?;
+        if done.exists() {
+            return Ok(());
+        }
+        let src = root.join("src");
+        for (name, text) in SDK_FILES {
+            let path = src.join(name);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            fs::write(&path, text).map_err(io(&path))?;
+        }
+        let output = Command::new("cargo")
+            .args([
+                "build",
+                "--locked",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+            ])
+            .current_dir(src.join("guest-sdk"))
+            .env("CARGO_TARGET_DIR", root.join("target"))
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| ForgeError::Toolchain(format!("cannot run cargo: {e}")))?;
+        if !output.status.success() {
+            return Err(ForgeError::Sdk(
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ));
+        }
+        if !self.sdk_dir.join("libbatos_sdk.rlib").exists() {
+            return Err(ForgeError::Sdk(
+                "cargo succeeded but libbatos_sdk.rlib is missing".into(),
+            ));
+        }
+        fs::write(&done, &self.rustc_version).map_err(io(&done))?;
+        Ok(())
+    }
+
+    pub fn rustc_version(&self) -> &str {
+        self.rustc_version.lines().next().unwrap_or_default()
+    }
+
+    /// Compiles one method source. The source gate is the caller's business (see `method`).
+    pub fn compile(&self, source: &str) -> Result<Compiled, ForgeError> {
+        if source.len() > self.limits.max_source_bytes {
+            return Err(ForgeError::SourceTooLarge {
+                size: source.len(),
+                limit: self.limits.max_source_bytes,
+            });
+        }
+        let started = Instant::now();
+        let key = {
+            let mut h = Sha256::new();
+            h.update(self.sdk_key.as_bytes());
+            h.update(source.as_bytes());
+            hex::encode(h.finalize())
+        };
+        let cached = self.cache.join("methods").join(format!("{key}.wasm"));
+        if let Ok(wasm) = fs::read(&cached) {
+            return Ok(Compiled {
+                sha256: hex::encode(Sha256::digest(&wasm)),
+                wasm,
+                millis: started.elapsed().as_secs_f64() * 1000.0,
+                cached: true,
+                warnings: String::new(),
+            });
+        }
+        let tmp_root = self.cache.join("tmp");
+        fs::create_dir_all(&tmp_root).map_err(io(&tmp_root))?;
+        let dir = tempfile::Builder::new()
+            .prefix("forge-")
+            .tempdir_in(&tmp_root)
+            .map_err(io(&tmp_root))?;
+        let src = dir.path().join("method.rs");
+        fs::write(&src, format!("{source}\n{GLUE}")).map_err(io(&src))?;
+        let out = dir.path().join("method.wasm");
+        let diagnostics_path = dir.path().join("diagnostics.txt");
+        let diagnostics_file = File::create(&diagnostics_path).map_err(io(&diagnostics_path))?;
+        let sdk_rlib = self.sdk_dir.join("libbatos_sdk.rlib");
+        let mut child = Command::new(self.sysroot.join("bin/rustc"))
+            .env_clear()
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", self.sysroot.join("bin").display()),
+            )
+            .current_dir(dir.path())
+            .args([
+                "--edition",
+                "2024",
+                "--crate-type",
+                "cdylib",
+                "--crate-name",
+                "method",
+            ])
+            .args([
+                "--target",
+                "wasm32-wasip2",
+                "--color",
+                "never",
+                "--cap-lints",
+                "warn",
+            ])
+            .args([
+                "-C",
+                "opt-level=1",
+                "-C",
+                "debuginfo=0",
+                "-C",
+                "strip=symbols",
+            ])
+            .args(["-A", "unused-variables", "-A", "dead-code"])
+            .arg("--extern")
+            .arg(format!("batos_sdk={}", sdk_rlib.display()))
+            .arg(format!(
+                "-Ldependency={}",
+                self.sdk_dir.join("deps").display()
+            ))
+            .arg(format!("-Ldependency={}", self.host_deps.display()))
+            .arg("method.rs")
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(diagnostics_file)
+            .spawn()
+            .map_err(|e| ForgeError::Toolchain(format!("cannot run rustc: {e}")))?;
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(io(&src))? {
+                break status;
+            }
+            if started.elapsed() > self.limits.compile_time {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ForgeError::Timeout(self.limits.compile_time));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let diagnostics = self.read_diagnostics(&diagnostics_path, dir.path());
+        if !status.success() {
+            return Err(ForgeError::CompileFailed { diagnostics });
+        }
+        let size = fs::metadata(&out).map_err(io(&out))?.len();
+        if size > self.limits.max_wasm_bytes {
+            return Err(ForgeError::OutputTooLarge {
+                size,
+                limit: self.limits.max_wasm_bytes,
+            });
+        }
+        let wasm = fs::read(&out).map_err(io(&out))?;
+        if let Some(parent) = cached.parent() {
+            let _ = fs::create_dir_all(parent);
+            // Write then rename: a reader never sees half a component.
+            let partial = cached.with_extension("partial");
+            if fs::write(&partial, &wasm).is_ok() {
+                let _ = fs::rename(&partial, &cached);
+            }
+        }
+        Ok(Compiled {
+            sha256: hex::encode(Sha256::digest(&wasm)),
+            wasm,
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+            cached: false,
+            warnings: diagnostics,
+        })
+    }
+
+    /// The compiler's output, bounded, with the private directory's path taken out.
+    fn read_diagnostics(&self, path: &Path, dir: &Path) -> String {
+        let mut text = String::new();
+        if let Ok(file) = File::open(path) {
+            let _ = file
+                .take(self.limits.max_diagnostics_bytes as u64)
+                .read_to_string(&mut text);
+        }
+        text.replace(&format!("{}/", dir.display()), "")
+    }
+}
+
+fn run_text(command: &mut Command) -> Result<String, String> {
+    let output = command.output().map_err(|e| e.to_string())?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}

@@ -1,0 +1,74 @@
+//! The object cache: committed objects' slots and parents, kept in memory for lookups.
+//!
+//! A message send walks the delegation chain, one object per step; reading each from SQLite
+//! costs microseconds, reading it from here costs nanoseconds. The cache belongs to the image's
+//! writer, the only process that can change the image, and is coherent by construction: objects
+//! are loaded lazily from committed state, and every commit drops the objects it touched.
+//! Uncommitted transactions never read or fill it. Read-only connections (which another process
+//! may write under) do not cache.
+
+use std::cell::RefCell;
+
+use crate::object::{Oid, Slot};
+
+#[derive(Debug, Clone)]
+struct CachedObject {
+    /// Own slots sorted by name: a binary search beats hashing for the few slots objects have.
+    slots: Vec<(String, Slot)>,
+    parents: Vec<Oid>,
+}
+
+/// Objects indexed by oid (oids are dense: AUTOINCREMENT from 1).
+#[derive(Debug, Default)]
+pub struct ObjectCache {
+    objects: RefCell<Vec<Option<CachedObject>>>,
+}
+
+/// Objects a cache holds at most; past this a lookup reads SQLite instead of growing it.
+const MAX_CACHED_OID: i64 = 1 << 22;
+
+impl ObjectCache {
+    fn index(oid: Oid) -> Option<usize> {
+        (oid.0 > 0 && oid.0 < MAX_CACHED_OID).then_some(oid.0 as usize)
+    }
+
+    /// Answers what [`crate::object::ObjectGraph::visit`] asks, if `oid` is cached.
+    pub fn visit(
+        &self,
+        oid: Oid,
+        name: &str,
+        parents: &mut crate::object::Parents,
+    ) -> Option<Option<Slot>> {
+        let index = Self::index(oid)?;
+        let objects = self.objects.borrow();
+        let object = objects.get(index)?.as_ref()?;
+        if let Ok(at) = object.slots.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
+            return Some(Some(object.slots[at].1.clone()));
+        }
+        parents.extend_from_slice(&object.parents);
+        Some(None)
+    }
+
+    /// Remembers a committed object's own slots and parents.
+    pub fn insert(&self, oid: Oid, mut slots: Vec<(String, Slot)>, parents: Vec<Oid>) {
+        let Some(index) = Self::index(oid) else {
+            return;
+        };
+        slots.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut objects = self.objects.borrow_mut();
+        if objects.len() <= index {
+            objects.resize(index + 1, None);
+        }
+        objects[index] = Some(CachedObject { slots, parents });
+    }
+
+    /// Forgets objects a commit changed.
+    pub fn invalidate(&self, oids: impl IntoIterator<Item = Oid>) {
+        let mut objects = self.objects.borrow_mut();
+        for oid in oids {
+            if let Some(slot) = Self::index(oid).and_then(|i| objects.get_mut(i)) {
+                *slot = None;
+            }
+        }
+    }
+}

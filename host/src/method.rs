@@ -1,0 +1,353 @@
+//! Methods: how Rust source becomes behaviour in the image, and how a send runs it.
+//!
+//! Installing passes a source through all the gates in order: the source gate (syn), the forge
+//! (rustc to a component), the component gate (imports and exports against the contract); then
+//! the component, its source and the guardian's report are stored as a new version and the slot
+//! points at it, in one transaction. Sending a message that finds a method slot runs it in the
+//! sandbox, in a transaction of its own, where the run-time gate holds it to the covenant.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::forge::{Forge, ForgeError, ForgeLimits};
+use crate::guardian::{component as component_gate, source as source_gate};
+use crate::image::{Image, ImageError, NewMethod, Origin};
+use crate::object::{MethodId, Oid, Outcome, Slot, TxId};
+use crate::sandbox::{Call, CallReport, Limits, Sandbox, SandboxError};
+
+/// The contract every method is built and checked against.
+pub fn contract() -> String {
+    format!(
+        "{}@{}",
+        component_gate::CONTRACT_PACKAGE,
+        component_gate::CONTRACT_VERSION
+    )
+}
+
+/// The genesis methods: (object, selector, source). `counter.increment` is SDK.md's example.
+pub const GENESIS: &[(&str, &str, &str)] = &[
+    (
+        "counter",
+        "increment",
+        include_str!("../../methods/counter_increment.rs"),
+    ),
+    (
+        "object",
+        "describe",
+        include_str!("../../methods/object_describe.rs"),
+    ),
+    (
+        "lobby",
+        "ping_counter",
+        include_str!("../../methods/lobby_ping_counter.rs"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum MethodError {
+    #[error("the {gate} gate refused the method:\n{}", .refusals.join("\n"))]
+    Refused {
+        gate: &'static str,
+        refusals: Vec<String>,
+    },
+    #[error(transparent)]
+    Forge(#[from] ForgeError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("`{selector}` is not a method selector: {reason}")]
+    BadSelector {
+        selector: String,
+        reason: &'static str,
+    },
+    #[error("object {oid} has no version {version} of `{selector}`")]
+    NoSuchVersion {
+        oid: Oid,
+        selector: String,
+        version: i64,
+    },
+}
+
+impl MethodError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            MethodError::Refused { refusals, .. }
+                if refusals.iter().all(|r| r.contains("[syntax]")) =>
+            {
+                "compile-failed"
+            }
+            MethodError::Refused { .. } => "guardian-rejected",
+            MethodError::Forge(e) => e.code(),
+            MethodError::Sandbox(e) => e.code(),
+            MethodError::Image(e) => e.code(),
+            MethodError::BadSelector { .. } => "bad-request",
+            MethodError::NoSuchVersion { .. } => "no-such-method",
+        }
+    }
+}
+
+/// A method as installed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    pub method: MethodId,
+    pub version: i64,
+    pub tx: TxId,
+    pub report: Value,
+}
+
+/// What a send produced.
+#[derive(Debug, Clone)]
+pub enum Sent {
+    /// A value slot's value.
+    Value(Value),
+    /// A method ran (and committed, if it changed anything).
+    Ran(CallReport),
+    DoesNotUnderstand {
+        receiver: Oid,
+        selector: String,
+    },
+}
+
+/// The machinery methods need: the sandbox now, the forge (and its one-time SDK build) only
+/// when something is installed.
+#[derive(Debug)]
+pub struct Methods {
+    cache_dir: PathBuf,
+    limits: Limits,
+    sandbox: OnceLock<Arc<Sandbox>>,
+    forge: OnceLock<Forge>,
+}
+
+impl Methods {
+    pub fn new(cache_dir: PathBuf, limits: Limits) -> Self {
+        Methods {
+            cache_dir,
+            limits,
+            sandbox: OnceLock::new(),
+            forge: OnceLock::new(),
+        }
+    }
+
+    pub fn sandbox(&self) -> Result<&Arc<Sandbox>, MethodError> {
+        if let Some(sandbox) = self.sandbox.get() {
+            return Ok(sandbox);
+        }
+        let sandbox = Sandbox::new(self.limits.clone())?;
+        Ok(self.sandbox.get_or_init(|| sandbox))
+    }
+
+    pub fn forge(&self) -> Result<&Forge, MethodError> {
+        if let Some(forge) = self.forge.get() {
+            return Ok(forge);
+        }
+        let forge = Forge::open(&self.cache_dir, ForgeLimits::default())?;
+        Ok(self.forge.get_or_init(|| forge))
+    }
+
+    /// Source gate, forge and component gate, with a report; nothing touches the image.
+    pub fn build(
+        &self,
+        source: &str,
+    ) -> Result<(Vec<u8>, String, Value, wasmtime::component::Component), MethodError> {
+        let started = Instant::now();
+        source_gate::check(source).map_err(|refusals| MethodError::Refused {
+            gate: "source",
+            refusals: refusals.iter().map(ToString::to_string).collect(),
+        })?;
+        let source_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let forge = self.forge()?;
+        let compiled = forge.compile(source)?;
+        let started = Instant::now();
+        let sandbox = self.sandbox()?;
+        let (component, shape) = sandbox.load(&compiled.wasm)?;
+        component_gate::check(&shape).map_err(|refusals| MethodError::Refused {
+            gate: "component",
+            refusals,
+        })?;
+        let component_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let report = json!({
+            "contract": contract(),
+            "rustc": forge.rustc_version(),
+            "source_gate": {
+                "passed": true,
+                "millis": source_ms,
+                "checked": "no unsafe, extern, foreign attributes, module files or disallowed macros; \
+                            every exit after a slot write is preceded by notify_changed() for that object",
+            },
+            "compile": {
+                "millis": compiled.millis,
+                "cached": compiled.cached,
+                "wasm_bytes": compiled.wasm.len(),
+                "sha256": compiled.sha256,
+                "warnings": compiled.warnings,
+            },
+            "component_gate": {
+                "passed": true,
+                "millis": component_ms,
+                "imports": shape.imports,
+                "exports": shape.exports,
+            },
+            "runtime_gate": "every call: each object written must be notified before Ok, else the call is rolled back",
+        });
+        Ok((compiled.wasm, compiled.sha256, report, component))
+    }
+
+    /// Installs `source` as a new version of `target.selector`.
+    pub fn install(
+        &self,
+        image: &mut Image,
+        target: Oid,
+        selector: &str,
+        source: &str,
+        origin: Origin,
+        actor: &str,
+    ) -> Result<Installed, MethodError> {
+        check_selector(selector)?;
+        image.describe(target, None)?;
+        let (wasm, sha256, report, component) = self.build(source)?;
+        let contract = contract();
+        let note = format!("install {target}.{selector}");
+        let ((method, version), tx) = image.transact(actor, &note, |tx| {
+            tx.install_method(
+                target,
+                selector,
+                &NewMethod {
+                    source,
+                    wasm: &wasm,
+                    sha256: &sha256,
+                    contract: &contract,
+                    report: &report,
+                    origin,
+                },
+            )
+        })?;
+        self.sandbox()?.remember(method, &component)?;
+        Ok(Installed {
+            method,
+            version,
+            tx,
+            report,
+        })
+    }
+
+    /// Sends `selector` to `receiver`: a value slot answers its value, a method runs in its own
+    /// transaction (committed only if it changed something), nothing found is
+    /// [`Sent::DoesNotUnderstand`].
+    pub fn send(
+        &self,
+        image: &mut Image,
+        receiver: Oid,
+        selector: &str,
+        args: Vec<Value>,
+        actor: &str,
+    ) -> Result<Sent, MethodError> {
+        match image.send(receiver, selector, &args)? {
+            Outcome::Answer(value) => Ok(Sent::Value(value)),
+            Outcome::DoesNotUnderstand { receiver, selector } => {
+                Ok(Sent::DoesNotUnderstand { receiver, selector })
+            }
+            Outcome::Method { method, .. } => {
+                let sandbox = Arc::clone(self.sandbox()?);
+                let call = Call::new(method, receiver, args, sandbox.limits());
+                let note = format!("send {receiver}.{selector}");
+                let (report, _) = image.transact(actor, &note, |tx| {
+                    tx.discard_if_unchanged();
+                    sandbox.invoke(tx, call).map_err(MethodError::from)
+                })?;
+                Ok(Sent::Ran(report))
+            }
+        }
+    }
+
+    /// Points `oid.selector` back at an earlier version, in a new transaction.
+    pub fn revert(
+        &self,
+        image: &mut Image,
+        oid: Oid,
+        selector: &str,
+        version: i64,
+        actor: &str,
+    ) -> Result<TxId, MethodError> {
+        let versions = image.method_versions(oid, selector)?;
+        let Some(target) = versions.iter().find(|v| v.version == version) else {
+            return Err(MethodError::NoSuchVersion {
+                oid,
+                selector: selector.to_owned(),
+                version,
+            });
+        };
+        let method = target.method;
+        let note = format!("revert {oid}.{selector} to version {version}");
+        let ((), tx) = image.transact(actor, &note, |tx| {
+            tx.set_slot(oid, selector, Slot::Method(method))
+        })?;
+        Ok(tx)
+    }
+
+    /// Genesis, part two: the `counter` prototype and the genesis methods, in one transaction
+    /// by `genesis`.
+    pub fn install_genesis(&self, image: &mut Image) -> Result<TxId, MethodError> {
+        let mut built = Vec::new();
+        for (object, selector, source) in GENESIS {
+            built.push((*object, *selector, *source, self.build(source)?));
+        }
+        let contract = contract();
+        let (ids, tx) = image.transact(
+            crate::image::GENESIS_ACTOR,
+            "genesis: counter and the genesis methods",
+            |tx| {
+                let object = tx.resolve(&crate::object::ObjRef::Name("object".into()))?;
+                let mut slots = serde_json::Map::new();
+                slots.insert("count".into(), json!(0));
+                tx.create_object(&[object], Some("counter"), slots)?;
+                let mut ids = Vec::new();
+                for (name, selector, source, (wasm, sha256, report, _)) in &built {
+                    let oid = tx.resolve(&crate::object::ObjRef::Name((*name).into()))?;
+                    let (id, _) = tx.install_method(
+                        oid,
+                        selector,
+                        &NewMethod {
+                            source,
+                            wasm,
+                            sha256,
+                            contract: &contract,
+                            report,
+                            origin: Origin::Genesis,
+                        },
+                    )?;
+                    ids.push(id);
+                }
+                Ok::<_, MethodError>(ids)
+            },
+        )?;
+        let sandbox = self.sandbox()?;
+        for (id, (_, _, _, (_, _, _, component))) in ids.into_iter().zip(&built) {
+            sandbox.remember(id, component)?;
+        }
+        Ok(tx)
+    }
+}
+
+fn check_selector(selector: &str) -> Result<(), MethodError> {
+    let reason = if selector.is_empty() {
+        "it is empty"
+    } else if selector == crate::guardian::SCHEMA_SLOT {
+        "`schema` is the Data Guardian's slot"
+    } else if selector
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        "it holds whitespace or a control character"
+    } else {
+        return Ok(());
+    };
+    Err(MethodError::BadSelector {
+        selector: selector.to_owned(),
+        reason,
+    })
+}
