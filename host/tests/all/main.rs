@@ -4,5 +4,6 @@
 mod cli;
 mod image;
 mod lifecycle;
+mod methods;
 mod replay_property;
 mod support;
