@@ -433,6 +433,13 @@ impl Image {
     }
 
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+        if let Some(answer) = self
+            .cache
+            .as_ref()
+            .and_then(|c| c.lookup_chain(receiver, selector))
+        {
+            return Ok(answer.map(|(holder, slot)| Found { holder, slot }));
+        }
         Ok(object::lookup(&self.graph()?, receiver, selector)?)
     }
 
@@ -1107,6 +1114,7 @@ struct Cached<'c> {
 impl ObjectGraph for Cached<'_> {
     type Error = ImageError;
 
+    #[inline]
     fn visit(
         &self,
         oid: Oid,

@@ -33,6 +33,7 @@ impl ObjectCache {
     }
 
     /// Answers what [`crate::object::ObjectGraph::visit`] asks, if `oid` is cached.
+    #[inline]
     pub fn visit(
         &self,
         oid: Oid,
@@ -47,6 +48,30 @@ impl ObjectCache {
         }
         parents.extend_from_slice(&object.parents);
         Some(None)
+    }
+
+    /// The fast path for the common case, a single-parent chain: walks it under one borrow.
+    /// Answers `None` ("ask the general walk") at anything else: an object not cached, one with
+    /// several parents, or a chain longer than the delegation limit (a cycle ends up there too).
+    /// Where it answers, the answer is the one depth-first, left-to-right lookup gives.
+    pub fn lookup_chain(&self, receiver: Oid, selector: &str) -> Option<Option<(Oid, Slot)>> {
+        let objects = self.objects.borrow();
+        let mut oid = receiver;
+        for _ in 0..=crate::object::MAX_DELEGATION_DEPTH {
+            let object = objects.get(Self::index(oid)?)?.as_ref()?;
+            if let Ok(at) = object
+                .slots
+                .binary_search_by(|(n, _)| n.as_str().cmp(selector))
+            {
+                return Some(Some((oid, object.slots[at].1.clone())));
+            }
+            match object.parents.as_slice() {
+                [] => return Some(None),
+                [parent] => oid = *parent,
+                _ => return None,
+            }
+        }
+        None
     }
 
     /// Remembers a committed object's own slots and parents.

@@ -131,6 +131,21 @@ proptest! {
             let at = image.replay(Some(*tx)).expect("replay until");
             prop_assert_eq!(&at.state_hash, hash, "state at tx {}", tx);
         }
+        // The cached lookup (with its single-parent fast path) answers what the uncached
+        // walk inside a transaction answers, for every object and slot.
+        let objects = live_objects(&image);
+        for oid in &objects {
+            for s in 0..5u8 {
+                let cached = image.lookup(*oid, &slot_name(s)).expect("cached lookup");
+                let (uncached, _) = image
+                    .transact("prop", "look", |tx| {
+                        tx.discard_if_unchanged();
+                        tx.lookup(*oid, &slot_name(s))
+                    })
+                    .expect("uncached lookup");
+                prop_assert_eq!(cached, uncached);
+            }
+        }
         let newest = image.newest_tx().expect("newest");
         for oid in live_objects(&image) {
             let now = image.describe(oid, None).expect("live");
