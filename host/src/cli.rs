@@ -77,7 +77,8 @@ pub enum Command {
     Set {
         object: ObjRef,
         slot: String,
-        /// The value as JSON: 3, '"text"', '{"a": 1}', null.
+        /// The value as JSON: 3, -5, '"text"', '{"a": 1}', null.
+        #[arg(allow_hyphen_values = true)]
         value: String,
     },
     /// Remove a slot from the object itself.
@@ -99,6 +100,8 @@ pub enum Command {
     Send {
         object: ObjRef,
         selector: String,
+        /// Each argument as JSON (negative numbers welcome).
+        #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
         /// What a missing method should do (read by cognition).
         #[arg(long)]
@@ -166,6 +169,9 @@ pub enum Command {
         /// Show this version instead of the installed one.
         #[arg(long)]
         version: Option<i64>,
+        /// Print a unified diff of the sources of versions FROM and TO.
+        #[arg(long, num_args = 2, value_names = ["FROM", "TO"], group = "part")]
+        diff: Option<Vec<i64>>,
     },
     /// Point OBJECT.SELECTOR back at an earlier version.
     Revert { target: String, version: i64 },
@@ -279,8 +285,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             report,
             versions,
             version,
+            diff,
         } => {
             let (to, selector) = split_target(&target)?;
+            if let Some(pair) = diff {
+                return diff_versions(&global, to, selector, &pair);
+            }
             let request = Request::Method {
                 method: None,
                 to: Some(to),
@@ -360,6 +370,41 @@ fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliE
             );
         }
     }
+    Ok(())
+}
+
+/// `batos method X.sel --diff A B`: a unified diff of two versions' sources.
+fn diff_versions(
+    global: &Global,
+    to: ObjRef,
+    selector: String,
+    pair: &[i64],
+) -> Result<(), CliError> {
+    let mut image = Image::open_read_only(&global.image)?;
+    let mut sources = Vec::new();
+    for version in pair {
+        let request = Request::Method {
+            method: None,
+            to: Some(to.clone()),
+            selector: Some(selector.clone()),
+            version: Some(*version),
+        };
+        let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
+        sources.push(result["source"].as_str().unwrap_or_default().to_owned());
+    }
+    let (from, into) = (
+        pair.first().copied().unwrap_or(0),
+        pair.get(1).copied().unwrap_or(0),
+    );
+    let diff = similar::TextDiff::from_lines(&sources[0], &sources[1])
+        .unified_diff()
+        .header(
+            &format!("{to}.{selector} v{from}"),
+            &format!("{to}.{selector} v{into}"),
+        )
+        .to_string();
+    let result = json!({"from": from, "to": into, "diff": diff});
+    print(global, &result, || diff.clone());
     Ok(())
 }
 

@@ -160,6 +160,14 @@ fn offline_flag_is_accepted_for_writes() {
 }
 
 #[test]
+fn negative_numbers_are_values_not_flags() {
+    let scratch = Scratch::new().with_image();
+    let out = scratch.batos(&["set", "lobby", "n", "-5"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&scratch.batos(&["get", "lobby", "n"])), "-5");
+}
+
+#[test]
 fn history_shows_values_before_and_after() {
     let scratch = Scratch::new().with_image();
     scratch.batos(&["set", "lobby", "x", "1"]);

@@ -329,6 +329,34 @@ fn the_command_line_installs_inspects_and_sends() {
         Some(2),
         "ping_counter and double"
     );
+    // A second version, and the diff between the two.
+    let source = std::fs::read_to_string(&file)
+        .expect("read")
+        .replace("n * 2", "n * 3");
+    std::fs::write(&file, source).expect("write");
+    let out = scratch.batos(&[
+        "install",
+        "lobby",
+        "double",
+        file.to_str().unwrap_or_default(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&scratch.batos(&["send", "lobby", "double", "-7"])),
+        "-21"
+    );
+    let out = scratch.batos(&["method", "lobby.double", "--diff", "1", "2"]);
+    let diff = stdout(&out);
+    assert!(
+        diff.contains("-    Ok(json!(n * 2))") && diff.contains("+    Ok(json!(n * 3))"),
+        "{diff}"
+    );
+    let out = scratch.batos(&["revert", "lobby.double", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&scratch.batos(&["send", "lobby", "double", "-7"])),
+        "-14"
+    );
     let out = scratch.batos(&["replay", "--verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
