@@ -10,11 +10,17 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value, json};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
 use crate::image::{Durability, Image};
 use crate::method::Methods;
 use crate::object::{ObjRef, TxId};
 use crate::protocol::{self, Failure, Refs, Request};
 use crate::sandbox::Limits;
+use crate::server::client::Client;
+use crate::server::{self, ServeOptions};
 
 /// The actor recorded for changes made from the command line.
 pub const CLI_ACTOR: &str = "cli";
@@ -51,12 +57,30 @@ pub struct Global {
     /// How hard a commit waits for the disk: `full` survives a power cut, `normal` a crash.
     #[arg(long, global = true, value_enum, default_value_t = Durability::Full)]
     pub durability: Durability,
+    /// Seconds to wait for a host's reply (installs may compile for a while).
+    #[arg(long, global = true, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create an image from genesis.
     Init,
+    /// Serve the image to ZeroMQ clients until SIGINT or SIGTERM (creating it if missing).
+    Serve {
+        /// The ROUTER endpoint: tcp://HOST:PORT or ipc://PATH. Loopback unless told otherwise.
+        #[arg(long, default_value = "tcp://127.0.0.1:5555")]
+        bind: String,
+        /// Worker threads, each with its own connection to the image.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// The largest request accepted; libzmq drops a connection that sends more.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_message_bytes: i64,
+        /// Milliseconds in-flight requests get to finish after a shutdown signal.
+        #[arg(long, default_value_t = 5000)]
+        grace_ms: u64,
+    },
     /// Ask for the image's version and newest transaction.
     Ping,
     /// Clone a prototype into a new object.
@@ -202,6 +226,33 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             });
             return Ok(());
         }
+        Command::Serve {
+            bind,
+            workers,
+            max_message_bytes,
+            grace_ms,
+        } => {
+            let shutdown = Arc::new(AtomicBool::new(false));
+            for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                // The second signal ends the process at once (SQLite's WAL keeps the image whole).
+                signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&shutdown))
+                    .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&shutdown)))
+                    .map_err(|e| Failure::new("internal", format!("cannot handle signals: {e}")))?;
+            }
+            let options = ServeOptions {
+                image: global.image.clone(),
+                bind,
+                workers,
+                durability: global.durability,
+                max_message_bytes,
+                grace: Duration::from_millis(grace_ms),
+            };
+            return server::run(options, shutdown).map_err(|e| match e {
+                server::ServerError::Image(e) => Failure::from(e),
+                server::ServerError::Method(e) => Failure::from(e),
+                other => Failure::new("internal", other.to_string()),
+            });
+        }
         Command::Ping => Request::Ping,
         Command::Create { from, name, slots } => Request::Create {
             from: Refs::Many(from),
@@ -297,9 +348,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 selector: Some(selector),
                 version,
             };
-            let image = Image::open_read_only(&global.image)?;
-            let mut image = image;
-            let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
+            let result = Backend::open(&global, false)?.execute(request)?;
             let part = if source {
                 Some("source")
             } else if wit {
@@ -327,46 +376,108 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
     };
-    let mut image = if request.writes() {
-        Image::open(&global.image, global.durability)?
-    } else {
-        Image::open_read_only(&global.image)?
-    };
+    let mut backend = Backend::open(&global, request.writes())?;
     let shown = request.clone();
-    let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
+    let result = backend.execute(request)?;
     print(&global, &result, || render(&shown, &result));
     Ok(())
 }
 
+/// How long a probe waits for a host to answer before the command acts on the file instead.
+const PROBE: Duration = Duration::from_millis(300);
+
+/// Where a command's requests go: a running host, or the image file itself.
+enum Backend {
+    Host(Client, Duration),
+    File(Box<Image>),
+}
+
+impl Backend {
+    /// A host serving this image if one answers at `--endpoint` (unless `--offline`); otherwise
+    /// the file: read-only for inspecting, as the writer for `--offline` writes.
+    fn open(global: &Global, writes: bool) -> Result<Backend, Failure> {
+        if !global.offline {
+            if let Some(client) = Client::connect(&global.endpoint, PROBE)? {
+                if same_image(&client.image, &global.image) {
+                    return Ok(Backend::Host(client, Duration::from_secs(global.timeout)));
+                }
+                if writes {
+                    return Err(Failure::new(
+                        "bad-request",
+                        format!(
+                            "the host at {} serves {}, not {}; point --endpoint or --image at the same image",
+                            global.endpoint,
+                            client.image,
+                            global.image.display()
+                        ),
+                    ));
+                }
+            } else if writes {
+                return Err(Failure::new(
+                    "no-host",
+                    format!(
+                        "no host serves {} at {}: start one with `batos serve`, or pass --offline to write the file directly",
+                        global.image.display(),
+                        global.endpoint
+                    ),
+                ));
+            }
+        }
+        Ok(Backend::File(Box::new(if writes {
+            Image::open(&global.image, global.durability)?
+        } else {
+            Image::open_read_only(&global.image)?
+        })))
+    }
+
+    fn execute(&mut self, request: Request) -> Result<Value, Failure> {
+        match self {
+            Backend::Host(client, timeout) => {
+                let value = serde_json::to_value(&request)
+                    .map_err(|e| Failure::new("internal", e.to_string()))?;
+                client.request(value, *timeout)
+            }
+            Backend::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR),
+        }
+    }
+}
+
+/// Whether the host's image is the one this command names (by canonical path, when both exist).
+fn same_image(host: &str, mine: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(host), std::fs::canonicalize(mine)) {
+        (Ok(a), Ok(b)) => a == b,
+        // A host elsewhere, or a file that is not here: trust the endpoint.
+        _ => true,
+    }
+}
+
 fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliError> {
-    let image = Image::open_read_only(&global.image)?;
-    let report = image.replay(until)?;
-    let result =
-        serde_json::to_value(&report).map_err(|e| Failure::new("internal", e.to_string()))?;
+    let mut backend = Backend::open(global, false)?;
+    let result = backend.execute(Request::Replay { until })?;
     print(global, &result, || {
         render(&Request::Replay { until }, &result)
     });
     if verify {
         // Verifying always replays the whole log against the live image.
-        let full = if report.matches.is_some() {
-            report
+        let full = if result.get("match").is_some() {
+            result
         } else {
-            image.replay(None)?
+            backend.execute(Request::Replay { until: None })?
         };
-        if full.matches != Some(true) {
+        if full["match"] != json!(true) {
             return Err(Failure::new(
                 "replay-mismatch",
                 format!(
                     "replay of the log to tx {} does not match the live image: {}",
-                    full.tx,
-                    full.first_difference.as_deref().unwrap_or("hashes differ")
+                    full["tx"],
+                    full["first_difference"].as_str().unwrap_or("hashes differ")
                 ),
             ));
         }
         if !global.json {
             println!(
                 "verified: the log replays to the live image at tx {}",
-                full.tx
+                full["tx"]
             );
         }
     }
@@ -380,7 +491,7 @@ fn diff_versions(
     selector: String,
     pair: &[i64],
 ) -> Result<(), CliError> {
-    let mut image = Image::open_read_only(&global.image)?;
+    let mut backend = Backend::open(global, false)?;
     let mut sources = Vec::new();
     for version in pair {
         let request = Request::Method {
@@ -389,7 +500,7 @@ fn diff_versions(
             selector: Some(selector.clone()),
             version: Some(*version),
         };
-        let result = protocol::execute(&mut image, &methods(), request, CLI_ACTOR)?;
+        let result = backend.execute(request)?;
         sources.push(result["source"].as_str().unwrap_or_default().to_owned());
     }
     let (from, into) = (

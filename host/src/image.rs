@@ -19,8 +19,11 @@ pub mod methods;
 pub mod replay;
 mod schema;
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -233,8 +236,14 @@ pub struct Image {
     access: Access,
     /// Committed objects for fast lookups; only for a writer (see [`cache`]).
     cache: Option<cache::ObjectCache>,
+    /// Commits made by this connection and its siblings (all writers there can be: the lock keeps
+    /// other processes out). A cache that has seen fewer is stale and starts over.
+    commits: Arc<AtomicU64>,
+    /// The value of `commits` this connection's cache is good for.
+    seen: Cell<u64>,
     /// Held for as long as the image is open for writing; released by the kernel on any exit.
-    _lock: Option<WriterLock>,
+    /// Shared by sibling connections (see [`Image::open_sibling`]).
+    lock: Option<Arc<WriterLock>>,
 }
 
 impl Image {
@@ -268,7 +277,9 @@ impl Image {
             path: Some(path.to_owned()),
             access: Access::Write,
             cache: Some(cache::ObjectCache::default()),
-            _lock: Some(lock),
+            commits: Arc::default(),
+            seen: Cell::new(0),
+            lock: Some(Arc::new(lock)),
         };
         image.configure(durability)?;
         image.bring_to_life()?;
@@ -298,8 +309,29 @@ impl Image {
             path: Some(path.to_owned()),
             access: Access::Read,
             cache: None,
-            _lock: None,
+            commits: Arc::default(),
+            seen: Cell::new(0),
+            lock: None,
         })
+    }
+
+    /// Another connection to this image for another thread (a server's worker), sharing the
+    /// writer lock and the commit count that keeps every connection's cache honest.
+    pub fn open_sibling(&self, durability: Durability) -> Result<Image, ImageError> {
+        let (Some(path), Some(lock)) = (&self.path, &self.lock) else {
+            return Err(ImageError::ReadOnly);
+        };
+        let mut image = Image {
+            conn: Some(Connection::open(path)?),
+            path: Some(path.clone()),
+            access: Access::Write,
+            cache: Some(cache::ObjectCache::default()),
+            commits: Arc::clone(&self.commits),
+            seen: Cell::new(self.commits.load(Ordering::Acquire)),
+            lock: Some(Arc::clone(lock)),
+        };
+        image.configure(durability)?;
+        Ok(image)
     }
 
     /// A private image in memory, from genesis: for tests and throwaway work.
@@ -309,7 +341,9 @@ impl Image {
             path: None,
             access: Access::Write,
             cache: Some(cache::ObjectCache::default()),
-            _lock: None,
+            commits: Arc::default(),
+            seen: Cell::new(0),
+            lock: None,
         };
         image.configure(Durability::Normal)?;
         image.bring_to_life()?;
@@ -412,6 +446,12 @@ impl Image {
             && let Some(cache) = &self.cache
         {
             cache.invalidate(tx.touched.iter().copied());
+            // Counted after COMMIT returned: whoever sees the new count reads committed data.
+            let before = self.commits.fetch_add(1, Ordering::AcqRel);
+            if before == self.seen.get() {
+                // Nobody else committed meanwhile: this cache stays good (less what we touched).
+                self.seen.set(before + 1);
+            }
         }
         outcome.map(|value| (value, tx.id))
     }
@@ -433,6 +473,13 @@ impl Image {
     }
 
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+        if let Some(cache) = &self.cache {
+            let commits = self.commits.load(Ordering::Acquire);
+            if commits != self.seen.get() {
+                cache.clear();
+                self.seen.set(commits);
+            }
+        }
         if let Some(answer) = self
             .cache
             .as_ref()

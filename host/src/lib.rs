@@ -21,3 +21,4 @@ pub mod method;
 pub mod object;
 pub mod protocol;
 pub mod sandbox;
+pub mod server;

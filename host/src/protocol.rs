@@ -4,7 +4,7 @@
 //! The command line builds the same [`Request`]s and runs them through the same [`execute`], so
 //! `batos … --json` prints exactly what a client would receive.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
@@ -15,7 +15,7 @@ use crate::object::{MethodId, ObjRef, Slot, TxId};
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// One or several object references (`"from": "counter"` or `"from": ["a", "b"]`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Refs {
     One(ObjRef),
@@ -36,7 +36,7 @@ fn default_prototype() -> Refs {
 }
 
 /// Every request the host understands. Unknown fields (the envelope's `id`) are ignored.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Ping,

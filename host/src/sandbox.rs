@@ -183,7 +183,7 @@ impl Sandbox {
             .max_memory_size(limits.memory_bytes)
             // A call touches a few hundred KiB; keeping that resident between calls saves the
             // page faults and madvise calls that otherwise dominate a short call.
-            .linear_memory_keep_resident(2 << 20)
+            .linear_memory_keep_resident(128 << 10)
             .table_keep_resident(64 << 10);
         config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pooling));
         config.memory_reservation(limits.memory_bytes as u64);

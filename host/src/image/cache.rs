@@ -87,6 +87,11 @@ impl ObjectCache {
         objects[index] = Some(CachedObject { slots, parents });
     }
 
+    /// Forgets everything (another connection committed).
+    pub fn clear(&self) {
+        self.objects.borrow_mut().clear();
+    }
+
     /// Forgets objects a commit changed.
     pub fn invalidate(&self, oids: impl IntoIterator<Item = Oid>) {
         let mut objects = self.objects.borrow_mut();

@@ -151,12 +151,18 @@ fn commands_on_a_missing_image_say_how_to_make_one() {
 }
 
 #[test]
-fn offline_flag_is_accepted_for_writes() {
+fn without_a_host_writes_need_offline_and_reads_use_the_file() {
     let scratch = Scratch::new().with_image();
-    let out = scratch.batos(&["--offline", "set", "lobby", "greeting", r#""hello""#]);
+    let nobody = format!("ipc://{}", scratch.dir.path().join("nobody.sock").display());
+    let out = scratch.batos_via(&nobody, &["set", "lobby", "greeting", r#""hello""#]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--offline"), "{}", stderr(&out));
+    // `scratch.batos` passes --offline: the write goes to the file.
+    let out = scratch.batos(&["set", "lobby", "greeting", r#""hello""#]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = scratch.batos(&["get", "lobby", "greeting"]);
-    assert_eq!(stdout(&out), r#""hello""#);
+    // Inspecting commands fall back to reading the file.
+    let out = scratch.batos_via(&nobody, &["get", "lobby", "greeting"]);
+    assert_eq!(stdout(&out), r#""hello""#, "{}", stderr(&out));
 }
 
 #[test]

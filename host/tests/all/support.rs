@@ -29,14 +29,27 @@ impl Scratch {
         self
     }
 
-    /// Runs the real `batos` binary on this scratch image.
+    /// Runs the real `batos` binary on this scratch image file (`--offline`: no host).
     pub fn batos(&self, args: &[&str]) -> Output {
         batos_at(&self.image_path(), args)
+    }
+
+    /// Runs `batos` as a client of the host at `endpoint`.
+    pub fn batos_via(&self, endpoint: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_batos"))
+            .arg("--image")
+            .arg(self.image_path())
+            .arg("--endpoint")
+            .arg(endpoint)
+            .args(args)
+            .output()
+            .expect("batos runs")
     }
 }
 
 pub fn batos_at(image: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_batos"))
+        .arg("--offline")
         .arg("--image")
         .arg(image)
         .args(args)

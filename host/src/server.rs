@@ -1,0 +1,345 @@
+//! The host: a ZeroMQ ROUTER serving the protocol to many clients at once.
+//!
+//! One socket thread owns the ROUTER (a libzmq socket is used from one thread only) and is the
+//! event loop: it polls the ROUTER and an inproc PULL socket on which workers hand back replies,
+//! and never touches SQLite, wasm or the compiler. Requests go to a pool of worker threads over a
+//! channel; each worker has its own connection to the image (siblings sharing the writer lock), so
+//! reads run concurrently and writes are serialised by SQLite (`BEGIN IMMEDIATE` with a busy
+//! timeout). `ping` is answered by the socket thread itself, so it is never stuck behind a long
+//! method. Replies mirror the request's envelope (DEALER: none; REQ: the empty delimiter), are sent
+//! without blocking, and a reply to a vanished or stalled client is logged and dropped
+//! (`ROUTER_MANDATORY`, high-water marks) rather than stalling everybody else.
+//!
+//! Lifecycle: on the shutdown flag (SIGINT/SIGTERM) the loop stops taking new requests (they get
+//! `shutting-down`), waits up to the grace period for in-flight ones, answers what is still queued
+//! with `shutting-down`, joins the workers (every open transaction is committed or rolled back by
+//! then), and returns; dropping the image closes it and releases the lock.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::image::{Durability, Image, ImageError};
+use crate::method::{MethodError, Methods};
+use crate::protocol::{self, Failure, Request};
+
+/// What `batos serve` is told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub image: PathBuf,
+    pub bind: String,
+    pub workers: usize,
+    pub durability: Durability,
+    /// Larger messages are refused by libzmq, which drops that connection.
+    pub max_message_bytes: i64,
+    /// How long in-flight requests may finish after a shutdown signal.
+    pub grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    #[error("ZeroMQ: {what}: {source}")]
+    Zmq { what: String, source: zmq::Error },
+    #[error("cannot bind {endpoint}: {source} (is another host listening there?)")]
+    Bind {
+        endpoint: String,
+        source: zmq::Error,
+    },
+    #[error("cannot start a worker: {0}")]
+    Worker(std::io::Error),
+}
+
+fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
+    move |source| ServerError::Zmq {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// A request on its way to a worker: who asked, the envelope to mirror, the payload.
+struct Job {
+    identity: Vec<u8>,
+    envelope: Vec<Vec<u8>>,
+    payload: Vec<u8>,
+}
+
+/// Serves until `shutdown` turns true, then drains and returns.
+pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), ServerError> {
+    let methods = Arc::new(Methods::new(
+        crate::forge::default_cache_dir(),
+        crate::sandbox::Limits::default(),
+    ));
+    let is_new = !options.image.exists();
+    let mut primary = Image::open_or_create(&options.image, options.durability)?;
+    if is_new {
+        eprintln!("batos: created {} from genesis", options.image.display());
+        methods.install_genesis(&mut primary)?;
+    }
+    let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
+    let image_name = options.image.display().to_string();
+
+    let context = zmq::Context::new();
+    let router = context.socket(zmq::ROUTER).map_err(zmq_err("socket"))?;
+    router
+        .set_maxmsgsize(options.max_message_bytes)
+        .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
+    router
+        .set_router_mandatory(true)
+        .map_err(zmq_err("ZMQ_ROUTER_MANDATORY"))?;
+    router.set_sndhwm(10_000).map_err(zmq_err("ZMQ_SNDHWM"))?;
+    router.set_rcvhwm(10_000).map_err(zmq_err("ZMQ_RCVHWM"))?;
+    router.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
+    router
+        .bind(&options.bind)
+        .map_err(|source| ServerError::Bind {
+            endpoint: options.bind.clone(),
+            source,
+        })?;
+    let replies_endpoint = format!("inproc://batos-replies-{}", std::process::id());
+    let replies = context.socket(zmq::PULL).map_err(zmq_err("socket"))?;
+    replies
+        .bind(&replies_endpoint)
+        .map_err(zmq_err("bind replies"))?;
+
+    let (jobs, queue) = mpsc::channel::<Job>();
+    // Set when the grace period is over: work still queued is answered `shutting-down`.
+    let abandon = Arc::new(AtomicBool::new(false));
+    let queue = Arc::new(Mutex::new(queue));
+    let mut workers = Vec::new();
+    for n in 0..options.workers.max(1) {
+        let image = primary.open_sibling(options.durability)?;
+        let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+        push.connect(&replies_endpoint)
+            .map_err(zmq_err("connect replies"))?;
+        let worker = Worker {
+            image,
+            methods: Arc::clone(&methods),
+            queue: Arc::clone(&queue),
+            replies: push,
+            newest: Arc::clone(&newest),
+            abandon: Arc::clone(&abandon),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("batos-worker-{n}"))
+            .spawn(move || worker.run())
+            .map_err(ServerError::Worker)?;
+        workers.push(handle);
+    }
+    eprintln!(
+        "batos: serving {} on {} with {} workers (pid {})",
+        image_name,
+        options.bind,
+        workers.len(),
+        std::process::id()
+    );
+
+    let mut in_flight: usize = 0;
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        if draining_since.is_none() && shutdown.load(Ordering::SeqCst) {
+            eprintln!("batos: shutting down: {in_flight} request(s) in flight");
+            draining_since = Some(Instant::now());
+        }
+        if let Some(since) = draining_since
+            && (in_flight == 0 || since.elapsed() > options.grace)
+        {
+            break;
+        }
+        let mut items = [
+            router.as_poll_item(zmq::POLLIN),
+            replies.as_poll_item(zmq::POLLIN),
+        ];
+        match zmq::poll(&mut items, 50) {
+            Ok(_) => {}
+            Err(zmq::Error::EINTR) => continue,
+            Err(e) => return Err(zmq_err("poll")(e)),
+        }
+        let (requests_ready, replies_ready) = (items[0].is_readable(), items[1].is_readable());
+        if replies_ready {
+            while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+                in_flight = in_flight.saturating_sub(1);
+                deliver(&router, frames);
+            }
+        }
+        if requests_ready {
+            while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
+                let Some(job) = split(frames) else { continue };
+                if draining_since.is_some() {
+                    let reply = failure_reply(
+                        &job.payload,
+                        &Failure::new("shutting-down", "the host is shutting down"),
+                    );
+                    deliver(&router, job.reply_frames(reply));
+                    continue;
+                }
+                if let Some(reply) = quick_answer(&job.payload, &image_name, &newest) {
+                    deliver(&router, job.reply_frames(reply));
+                    continue;
+                }
+                in_flight += 1;
+                if let Err(mpsc::SendError(job)) = jobs.send(job) {
+                    in_flight -= 1;
+                    let reply =
+                        failure_reply(&job.payload, &Failure::new("internal", "no worker is left"));
+                    deliver(&router, job.reply_frames(reply));
+                }
+            }
+        }
+    }
+    // No more jobs: workers answer what is still queued with `shutting-down` and exit.
+    abandon.store(true, Ordering::SeqCst);
+    drop(jobs);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+        deliver(&router, frames);
+    }
+    drop(primary);
+    eprintln!("batos: stopped; the image is closed and the lock released");
+    Ok(())
+}
+
+impl Job {
+    fn reply_frames(&self, reply: Vec<u8>) -> Vec<Vec<u8>> {
+        let mut frames = Vec::with_capacity(self.envelope.len() + 2);
+        frames.push(self.identity.clone());
+        frames.extend(self.envelope.iter().cloned());
+        frames.push(reply);
+        frames
+    }
+}
+
+/// [identity, envelope…, payload]: DEALER sends no envelope, REQ an empty delimiter.
+fn split(mut frames: Vec<Vec<u8>>) -> Option<Job> {
+    if frames.len() < 2 {
+        return None;
+    }
+    let identity = frames.remove(0);
+    let payload = frames.pop()?;
+    Some(Job {
+        identity,
+        envelope: frames,
+        payload,
+    })
+}
+
+/// Sends without blocking. A client that vanished (ROUTER_MANDATORY) or stopped reading (its
+/// queue is full) loses its reply; nobody else waits for it.
+fn deliver(router: &zmq::Socket, frames: Vec<Vec<u8>>) {
+    if let Err(e) = router.send_multipart(frames.iter(), zmq::DONTWAIT) {
+        let who = frames.first().map(hex::encode).unwrap_or_default();
+        let why = match e {
+            zmq::Error::EHOSTUNREACH => "the client is gone",
+            zmq::Error::EAGAIN => "the client is not reading its replies",
+            _ => "send failed",
+        };
+        eprintln!("batos: reply to client {who} dropped: {why} ({e})");
+    }
+}
+
+/// `ping` straight from the socket thread, so it never waits behind long work.
+fn quick_answer(payload: &[u8], image: &str, newest: &AtomicI64) -> Option<Vec<u8>> {
+    let request: Value = serde_json::from_slice(payload).ok()?;
+    if request.get("op")? != "ping" {
+        return None;
+    }
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let result =
+        json!({"version": protocol::VERSION, "image": image, "tx": newest.load(Ordering::Acquire)});
+    Some(
+        json!({"id": id, "ok": true, "result": result})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+fn failure_reply(payload: &[u8], failure: &Failure) -> Vec<u8> {
+    let id = serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(Value::Null);
+    json!({"id": id, "ok": false, "error": failure.to_json()})
+        .to_string()
+        .into_bytes()
+}
+
+struct Worker {
+    image: Image,
+    methods: Arc<Methods>,
+    queue: Arc<Mutex<mpsc::Receiver<Job>>>,
+    replies: zmq::Socket,
+    newest: Arc<AtomicI64>,
+    abandon: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let job = match self.queue.lock() {
+                Ok(queue) => queue.recv(),
+                Err(_) => return,
+            };
+            let Ok(job) = job else { return };
+            let reply = if self.abandon.load(Ordering::SeqCst) {
+                failure_reply(
+                    &job.payload,
+                    &Failure::new("shutting-down", "the host is shutting down"),
+                )
+            } else {
+                let actor = format!("client:{}", hex::encode(&job.identity));
+                let reply = answer(&mut self.image, &self.methods, &job.payload, &actor);
+                if let Ok(tx) = self.image.newest_tx() {
+                    self.newest.fetch_max(tx.0, Ordering::AcqRel);
+                }
+                reply
+            };
+            if let Err(e) = self
+                .replies
+                .send_multipart(job.reply_frames(reply).iter(), 0)
+            {
+                eprintln!("batos: worker could not hand back a reply: {e}");
+            }
+        }
+    }
+}
+
+/// One request, start to finish: decode, execute, encode. Never panics on input.
+pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str) -> Vec<u8> {
+    let value: Value = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            return failure_reply(
+                payload,
+                &Failure::new("bad-request", format!("the request is not JSON: {e}")),
+            );
+        }
+    };
+    let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let outcome = Request::decode(&value).and_then(|request| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            protocol::execute(image, methods, request, actor)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Failure::new(
+                "internal",
+                "the request crashed its worker; it was rolled back",
+            ))
+        })
+    });
+    let reply = match outcome {
+        Ok(result) => json!({"id": id, "ok": true, "result": result}),
+        Err(failure) => json!({"id": id, "ok": false, "error": failure.to_json()}),
+    };
+    reply.to_string().into_bytes()
+}
+
+pub mod client;

@@ -1,0 +1,440 @@
+//! The host as clients see it: a real `batos serve` process, real ZeroMQ DEALER and REQ clients
+//! (libzmq through the `zmq` crate), a real image file.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use batos::image::{Durability, Image};
+use batos::object::ObjRef;
+use serde_json::{Value, json};
+
+use crate::support::{Scratch, stderr, stdout};
+
+/// A running `batos serve` on an ipc endpoint in its scratch directory.
+struct Host {
+    child: Child,
+    endpoint: String,
+    scratch: Scratch,
+    /// The host's log after it said it serves.
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Host {
+    fn start(durability: &str) -> Host {
+        Self::start_in(Scratch::new(), durability)
+    }
+
+    fn start_in(scratch: Scratch, durability: &str) -> Host {
+        let endpoint = format!("ipc://{}", scratch.dir.path().join("host.sock").display());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_batos"))
+            .arg("--image")
+            .arg(scratch.image_path())
+            .args([
+                "--durability",
+                durability,
+                "serve",
+                "--bind",
+                &endpoint,
+                "--workers",
+                "4",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("batos serve starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("host log");
+            if line.contains("serving") {
+                break;
+            }
+        }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        Host {
+            child,
+            endpoint,
+            scratch,
+            log,
+        }
+    }
+
+    fn dealer(&self) -> zmq::Socket {
+        let socket = zmq::Context::new().socket(zmq::DEALER).expect("dealer");
+        socket.set_linger(0).expect("linger");
+        socket.connect(&self.endpoint).expect("connect");
+        socket
+    }
+
+    /// Gives up the host (already stopped) but keeps its directory and image.
+    fn into_scratch(mut self) -> Scratch {
+        std::mem::replace(&mut self.scratch, Scratch::new())
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("host exits")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request over a DEALER, waiting for its reply.
+fn ask(socket: &zmq::Socket, request: Value) -> Value {
+    socket
+        .send(request.to_string().as_bytes(), 0)
+        .expect("send");
+    let reply = socket.recv_bytes(0).expect("reply");
+    serde_json::from_slice(&reply).expect("reply is JSON")
+}
+
+fn raw(socket: &zmq::Socket, payload: &[u8]) -> Value {
+    socket.send(payload, 0).expect("send");
+    serde_json::from_slice(&socket.recv_bytes(0).expect("reply")).expect("reply is JSON")
+}
+
+#[test]
+fn dealer_and_req_clients_get_their_replies_with_ids_echoed() {
+    let host = Host::start("normal");
+    let dealer = host.dealer();
+    let reply = ask(&dealer, json!({"id": {"any": ["json"]}, "op": "ping"}));
+    assert_eq!(reply["id"], json!({"any": ["json"]}));
+    assert_eq!(reply["ok"], json!(true));
+    let reply = ask(
+        &dealer,
+        json!({"id": 1, "op": "send", "to": "counter", "selector": "increment"}),
+    );
+    assert_eq!(
+        (reply["id"].clone(), reply["result"].clone()),
+        (json!(1), json!(1))
+    );
+
+    let req = zmq::Context::new().socket(zmq::REQ).expect("req");
+    req.set_linger(0).expect("linger");
+    req.connect(&host.endpoint).expect("connect");
+    let reply = ask(
+        &req,
+        json!({"id": "r", "op": "get", "to": "counter", "slot": "count"}),
+    );
+    assert_eq!(
+        (reply["id"].clone(), reply["result"].clone()),
+        (json!("r"), json!(1))
+    );
+}
+
+#[test]
+fn every_malformed_input_gets_one_error_reply_and_the_host_serves_on() {
+    let host = Host::start("normal");
+    let dealer = host.dealer();
+    let cases: &[(&[u8], &str)] = &[
+        (b"not json", "bad-request"),
+        (b"", "bad-request"),
+        (b"[1, 2]", "bad-request"),
+        (b"42", "bad-request"),
+        (b"{\"id\": 3}", "bad-request"),
+        (b"{\"op\": 5}", "bad-request"),
+        (b"{\"op\": \"fly\"}", "unknown-op"),
+        (b"{\"op\": \"get\", \"to\": \"counter\"}", "bad-request"),
+        (
+            b"{\"op\": \"set\", \"to\": \"counter\", \"slot\": \"x\"}",
+            "bad-request",
+        ),
+        (
+            b"{\"op\": \"send\", \"to\": \"counter\", \"selector\": \"x\", \"args\": 7}",
+            "bad-request",
+        ),
+        (
+            b"{\"op\": \"get\", \"to\": \"nobody\", \"slot\": \"x\"}",
+            "no-such-object",
+        ),
+        (
+            b"{\"op\": \"send\", \"to\": \"lobby\", \"selector\": \"fly\"}",
+            "does-not-understand",
+        ),
+        (b"\xff\xfe\x00binary", "bad-request"),
+    ];
+    for (payload, code) in cases {
+        let reply = raw(&dealer, payload);
+        assert_eq!(
+            reply["ok"],
+            json!(false),
+            "{:?}",
+            String::from_utf8_lossy(payload)
+        );
+        assert_eq!(
+            reply["error"]["code"],
+            json!(code),
+            "{:?}",
+            String::from_utf8_lossy(payload)
+        );
+    }
+    // A request id survives even in a refused request.
+    let reply = raw(&dealer, b"{\"id\": 99, \"op\": \"fly\"}");
+    assert_eq!(reply["id"], json!(99));
+    assert_eq!(ask(&dealer, json!({"op": "ping"}))["ok"], json!(true));
+}
+
+#[test]
+fn fifty_clients_incrementing_one_counter_end_at_exactly_5000() {
+    let host = Host::start("normal");
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let dealer = host.dealer();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let reply = ask(
+                        &dealer,
+                        json!({"op": "send", "to": "counter", "selector": "increment"}),
+                    );
+                    assert_eq!(reply["ok"], json!(true), "{reply}");
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    let reply = ask(
+        &host.dealer(),
+        json!({"op": "get", "to": "counter", "slot": "count"}),
+    );
+    assert_eq!(reply["result"], json!(5000));
+}
+
+#[test]
+fn an_oversized_message_costs_only_its_sender() {
+    let host = Host::start("normal");
+    let big = host.dealer();
+    let payload = format!(
+        "{{\"op\": \"set\", \"to\": \"lobby\", \"slot\": \"big\", \"value\": \"{}\"}}",
+        "x".repeat(2 << 20)
+    );
+    big.send(payload.as_bytes(), 0).expect("send 2 MiB");
+    // libzmq drops that connection (or the host answers too-large); either way others are served.
+    let other = host.dealer();
+    assert_eq!(ask(&other, json!({"op": "ping"}))["ok"], json!(true));
+    let reply = ask(&other, json!({"op": "get", "to": "lobby", "slot": "big"}));
+    assert_eq!(reply["error"]["code"], json!("no-such-slot"));
+}
+
+#[test]
+fn a_slow_request_does_not_delay_a_ping_and_a_vanished_client_costs_nothing() {
+    let host = Host::start("normal");
+    let slow = host.dealer();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/methods/infinite_loop.rs"),
+    )
+    .expect("source");
+    let reply = ask(
+        &slow,
+        json!({"op": "install", "to": "lobby", "selector": "spin", "source": source}),
+    );
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    slow.send(
+        json!({"id": "slow", "op": "send", "to": "lobby", "selector": "spin"})
+            .to_string()
+            .as_bytes(),
+        0,
+    )
+    .expect("send");
+    let quick = host.dealer();
+    let pong = ask(&quick, json!({"id": "quick", "op": "ping"}));
+    assert_eq!(pong["id"], json!("quick"));
+    // The slow one finishes afterwards, with its own answer.
+    let late: Value =
+        serde_json::from_slice(&slow.recv_bytes(0).expect("slow reply")).expect("json");
+    assert_eq!(late["error"]["code"], json!("out-of-fuel"));
+
+    // A client that sends and vanishes before its answer: the host logs it and serves on.
+    let gone = host.dealer();
+    gone.send(
+        json!({"op": "send", "to": "lobby", "selector": "spin"})
+            .to_string()
+            .as_bytes(),
+        0,
+    )
+    .expect("send");
+    drop(gone);
+    assert_eq!(
+        ask(
+            &quick,
+            json!({"op": "get", "to": "counter", "slot": "count"})
+        )["result"],
+        json!(0)
+    );
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stall_the_others() {
+    let host = Host::start("normal");
+    let deaf = host.dealer();
+    deaf.set_rcvhwm(1).expect("hwm");
+    deaf.set_sndhwm(100_000).expect("hwm");
+    let ping = json!({"op": "ping"}).to_string();
+    for _ in 0..30_000 {
+        deaf.send(ping.as_bytes(), zmq::DONTWAIT).ok();
+    }
+    let other = host.dealer();
+    for n in 0..20 {
+        let reply = ask(
+            &other,
+            json!({"id": n, "op": "get", "to": "counter", "slot": "count"}),
+        );
+        assert_eq!(reply["id"], json!(n));
+    }
+}
+
+#[test]
+fn the_command_line_talks_to_the_host() {
+    let host = Host::start("normal");
+    let out = host
+        .scratch
+        .batos_via(&host.endpoint, &["send", "counter", "increment"]);
+    assert_eq!(stdout(&out), "1", "{}", stderr(&out));
+    let out = host
+        .scratch
+        .batos_via(&host.endpoint, &["--json", "history", "--limit", "1"]);
+    let history: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert!(
+        history[0]["actor"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("client:"),
+        "{history}"
+    );
+    // Offline writes are refused while the host holds the lock, naming its pid.
+    let out = host.scratch.batos(&["set", "lobby", "x", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!("pid {}", host.child.id())),
+        "{}",
+        stderr(&out)
+    );
+    // Reads of the file work beside it.
+    let out = host.scratch.batos(&["get", "counter", "count"]);
+    assert_eq!(stdout(&out), "1");
+}
+
+/// Clients increment until told to stop, recording every acknowledged value.
+fn load(host: &Host, clients: usize) -> (Arc<AtomicI64>, Vec<std::thread::JoinHandle<()>>) {
+    let acknowledged = Arc::new(AtomicI64::new(0));
+    let threads = (0..clients)
+        .map(|_| {
+            let dealer = host.dealer();
+            dealer.set_rcvtimeo(10_000).expect("timeout");
+            let acknowledged = Arc::clone(&acknowledged);
+            std::thread::spawn(move || {
+                let request =
+                    json!({"op": "send", "to": "counter", "selector": "increment"}).to_string();
+                loop {
+                    if dealer.send(request.as_bytes(), 0).is_err() {
+                        return;
+                    }
+                    let Ok(reply) = dealer.recv_bytes(0) else {
+                        return;
+                    };
+                    let Ok(reply) = serde_json::from_slice::<Value>(&reply) else {
+                        return;
+                    };
+                    match reply["result"].as_i64() {
+                        Some(n) => {
+                            acknowledged.fetch_max(n, Ordering::SeqCst);
+                        }
+                        None => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    (acknowledged, threads)
+}
+
+fn count_in(image: &std::path::Path) -> i64 {
+    let image = Image::open(image, Durability::Full).expect("reopen: no orphaned lock");
+    let counter = image
+        .resolve(&ObjRef::Name("counter".into()))
+        .expect("counter");
+    let count = image
+        .get(counter, "count")
+        .expect("count")
+        .as_i64()
+        .unwrap_or(-1);
+    assert_eq!(image.replay(None).expect("replay").matches, Some(true));
+    count
+}
+
+fn integrity_ok(image: &std::path::Path) {
+    let conn = rusqlite::Connection::open(image).expect("sqlite");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
+    assert_eq!(check, "ok");
+}
+
+#[test]
+fn sigterm_under_load_loses_nothing_acknowledged_and_exits_0() {
+    let mut host = Host::start("full");
+    let (acknowledged, clients) = load(&host, 8);
+    while acknowledged.load(Ordering::SeqCst) < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let status = host.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    for client in clients {
+        let _ = client.join();
+    }
+    let logged = host.log.lock().map(|l| l.join("\n")).unwrap_or_default();
+    assert!(logged.contains("lock released"), "{logged}");
+    let image = host.scratch.image_path();
+    let count = count_in(&image);
+    assert!(
+        count >= acknowledged.load(Ordering::SeqCst),
+        "acknowledged more than the image holds"
+    );
+    integrity_ok(&image);
+}
+
+#[test]
+fn kill_9_under_load_then_a_restart_serves_at_once_with_everything_acknowledged() {
+    let mut host = Host::start("full");
+    let (acknowledged, clients) = load(&host, 8);
+    while acknowledged.load(Ordering::SeqCst) < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    host.child.kill().expect("kill -9");
+    let _ = host.child.wait();
+    for client in clients {
+        let _ = client.join();
+    }
+    let image = host.scratch.image_path();
+    integrity_ok(&image);
+    let count = count_in(&image);
+    assert!(
+        count >= acknowledged.load(Ordering::SeqCst),
+        "acknowledged more than the image holds"
+    );
+    // And a new host starts on it straight away.
+    let restarted = Host::start_in(host.into_scratch(), "full");
+    let reply = ask(
+        &restarted.dealer(),
+        json!({"op": "get", "to": "counter", "slot": "count"}),
+    );
+    assert_eq!(reply["result"], json!(count));
+}
