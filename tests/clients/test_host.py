@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Drives a real `batos serve` with pyzmq clients, DEALER and REQ. Run by scripts/test:
+
+    python3 tests/clients/test_host.py path/to/batos
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+
+import zmq
+
+BATOS = sys.argv[1]
+
+
+def start(directory):
+    endpoint = f"ipc://{directory}/host.sock"
+    host = subprocess.Popen(
+        [BATOS, "--image", f"{directory}/image.db", "--durability", "normal", "serve", "--bind", endpoint],
+        stderr=subprocess.PIPE, text=True)
+    for line in host.stderr:
+        if "serving" in line:
+            break
+    else:
+        raise SystemExit("the host did not start")
+    threading.Thread(target=lambda: host.stderr.read(), daemon=True).start()
+    return host, endpoint
+
+
+def socket(kind, endpoint):
+    s = zmq.Context.instance().socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, 30_000)
+    s.connect(endpoint)
+    return s
+
+
+def ask(s, request):
+    s.send_json(request)
+    return s.recv_json()
+
+
+def main():
+    with tempfile.TemporaryDirectory() as directory:
+        host, endpoint = start(directory)
+        try:
+            dealer, req = socket(zmq.DEALER, endpoint), socket(zmq.REQ, endpoint)
+            assert ask(dealer, {"id": "a", "op": "ping"})["id"] == "a"
+            assert ask(req, {"id": "b", "op": "ping"})["id"] == "b"
+            assert ask(req, {"op": "send", "to": "counter", "selector": "increment"})["result"] == 1
+            for payload, code in [(b"nope", "bad-request"), (b"[]", "bad-request"),
+                                  (b'{"op": "fly"}', "unknown-op"),
+                                  (b'{"op": "get", "to": "lobby"}', "bad-request")]:
+                dealer.send(payload)
+                reply = dealer.recv_json()
+                assert reply["ok"] is False and reply["error"]["code"] == code, (payload, reply)
+
+            def client():
+                s = socket(zmq.DEALER, endpoint)
+                for _ in range(20):
+                    assert ask(s, {"op": "send", "to": "counter", "selector": "increment"})["ok"]
+
+            threads = [threading.Thread(target=client) for _ in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            count = ask(dealer, {"op": "get", "to": "counter", "slot": "count"})["result"]
+            assert count == 201, count
+
+            big = socket(zmq.DEALER, endpoint)
+            big.send_json({"op": "set", "to": "lobby", "slot": "big", "value": "x" * (2 << 20)})
+            assert ask(dealer, {"op": "ping"})["ok"], "others are served after an oversized message"
+            host.terminate()
+            assert host.wait(timeout=30) == 0, "SIGTERM exits 0"
+            print("python clients: ok")
+        finally:
+            if host.poll() is None:
+                host.kill()
+
+
+if __name__ == "__main__":
+    main()
