@@ -248,6 +248,10 @@ fn deliver(router: &zmq::Socket, frames: Vec<Vec<u8>>) {
 
 /// `ping` straight from the socket thread, so it never waits behind long work.
 fn quick_answer(payload: &[u8], image: &str, newest: &AtomicI64) -> Option<Vec<u8>> {
+    // Only a payload that mentions "ping" is worth parsing here; the rest go to the workers.
+    if !payload.windows(4).any(|w| w == b"ping") {
+        return None;
+    }
     let request: Value = serde_json::from_slice(payload).ok()?;
     if request.get("op")? != "ping" {
         return None;
@@ -296,17 +300,17 @@ impl Worker {
                 )
             } else {
                 let actor = format!("client:{}", hex::encode(&job.identity));
-                let reply = answer(&mut self.image, &self.methods, &job.payload, &actor);
-                if let Ok(tx) = self.image.newest_tx() {
-                    self.newest.fetch_max(tx.0, Ordering::AcqRel);
-                }
-                reply
+                answer(&mut self.image, &self.methods, &job.payload, &actor)
             };
             if let Err(e) = self
                 .replies
                 .send_multipart(job.reply_frames(reply).iter(), 0)
             {
                 eprintln!("batos: worker could not hand back a reply: {e}");
+            }
+            // After the reply is on its way: `ping` reports the newest transaction.
+            if let Ok(tx) = self.image.newest_tx() {
+                self.newest.fetch_max(tx.0, Ordering::AcqRel);
             }
         }
     }

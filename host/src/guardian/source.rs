@@ -178,6 +178,26 @@ impl Gate {
         }
     }
 
+    fn refuse_unsafety(&mut self, token: &Option<syn::token::Unsafe>, what: &str) {
+        if let Some(token) = token {
+            self.refuse(
+                "unsafe",
+                token.span,
+                format!("{what} is not allowed in a method"),
+            );
+        }
+    }
+
+    fn refuse_abi(&mut self, abi: &Option<syn::Abi>, what: &str) {
+        if let Some(abi) = abi {
+            self.refuse(
+                "extern",
+                abi.extern_token.span,
+                format!("{what} are not allowed in a method"),
+            );
+        }
+    }
+
     fn check_macro_name(&mut self, name: &str, span: Span) {
         if !ALLOWED_MACROS.contains(&name) {
             self.refuse(
@@ -228,60 +248,24 @@ impl<'ast> Visit<'ast> for Gate {
     }
 
     fn visit_signature(&mut self, node: &'ast syn::Signature) {
-        if let Some(token) = &node.unsafety {
-            self.refuse(
-                "unsafe",
-                token.span,
-                "`unsafe fn` is not allowed in a method",
-            );
-        }
-        if let Some(abi) = &node.abi {
-            self.refuse(
-                "extern",
-                abi.extern_token.span,
-                "`extern` functions are not allowed in a method",
-            );
-        }
+        self.refuse_unsafety(&node.unsafety, "`unsafe fn`");
+        self.refuse_abi(&node.abi, "`extern` functions");
         visit::visit_signature(self, node);
     }
 
     fn visit_item_impl(&mut self, node: &'ast syn::ItemImpl) {
-        if let Some(token) = &node.unsafety {
-            self.refuse(
-                "unsafe",
-                token.span,
-                "`unsafe impl` is not allowed in a method",
-            );
-        }
+        self.refuse_unsafety(&node.unsafety, "`unsafe impl`");
         visit::visit_item_impl(self, node);
     }
 
     fn visit_item_trait(&mut self, node: &'ast syn::ItemTrait) {
-        if let Some(token) = &node.unsafety {
-            self.refuse(
-                "unsafe",
-                token.span,
-                "`unsafe trait` is not allowed in a method",
-            );
-        }
+        self.refuse_unsafety(&node.unsafety, "`unsafe trait`");
         visit::visit_item_trait(self, node);
     }
 
     fn visit_type_bare_fn(&mut self, node: &'ast syn::TypeBareFn) {
-        if let Some(token) = &node.unsafety {
-            self.refuse(
-                "unsafe",
-                token.span,
-                "`unsafe fn` types are not allowed in a method",
-            );
-        }
-        if let Some(abi) = &node.abi {
-            self.refuse(
-                "extern",
-                abi.extern_token.span,
-                "`extern` fn types are not allowed in a method",
-            );
-        }
+        self.refuse_unsafety(&node.unsafety, "`unsafe fn` types");
+        self.refuse_abi(&node.abi, "`extern` fn types");
         visit::visit_type_bare_fn(self, node);
     }
 
