@@ -562,8 +562,7 @@ fn render_method(part: Option<&str>, v: &Value) -> String {
                             x["origin"].as_str().unwrap_or(""),
                             x["tx"],
                             x["wasm_bytes"],
-                            &x["sha256"].as_str().unwrap_or("")
-                                [..12.min(x["sha256"].as_str().unwrap_or("").len())],
+                            short_hash(&x["sha256"]),
                             if x["active"] == json!(true) {
                                 "  (installed)"
                             } else {
@@ -602,6 +601,12 @@ fn render_method(part: Option<&str>, v: &Value) -> String {
             )
         }
     }
+}
+
+/// The first 12 characters of a hash, whatever the host sent.
+fn short_hash(v: &Value) -> &str {
+    let s = v.as_str().unwrap_or("");
+    s.get(..12).unwrap_or(s)
 }
 
 fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
@@ -720,7 +725,7 @@ fn render(request: &Request, result: &Value) -> String {
                         m["wasm_bytes"],
                         m["sha256"]
                             .as_str()
-                            .map(|s| &s[..12.min(s.len())])
+                            .map(|s| s.get(..12).unwrap_or(s))
                             .unwrap_or("")
                     )
                 })

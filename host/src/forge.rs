@@ -345,7 +345,8 @@ impl Forge {
         if let Some(parent) = cached.parent() {
             let _ = fs::create_dir_all(parent);
             // Write then rename: a reader never sees half a component.
-            let partial = cached.with_extension("partial");
+            // A name of its own: two processes compiling the same source never share a file.
+            let partial = cached.with_extension(format!("{}.partial", std::process::id()));
             if fs::write(&partial, &wasm).is_ok() {
                 let _ = fs::rename(&partial, &cached);
             }
@@ -361,13 +362,20 @@ impl Forge {
 
     /// The compiler's output, bounded, with the private directory's path taken out.
     fn read_diagnostics(&self, path: &Path, dir: &Path) -> String {
-        let mut text = String::new();
+        let mut bytes = Vec::new();
+        let mut truncated = false;
         if let Ok(file) = File::open(path) {
-            let _ = file
-                .take(self.limits.max_diagnostics_bytes as u64)
-                .read_to_string(&mut text);
+            let limit = self.limits.max_diagnostics_bytes as u64;
+            let _ = file.take(limit + 1).read_to_end(&mut bytes);
+            truncated = bytes.len() as u64 > limit;
+            bytes.truncate(limit as usize);
         }
-        text.replace(&format!("{}/", dir.display()), "")
+        // Lossy: a cut inside a multi-byte character must not lose the whole text.
+        let mut text = String::from_utf8_lossy(&bytes).replace(&format!("{}/", dir.display()), "");
+        if truncated {
+            text.push_str("\n[… diagnostics truncated]");
+        }
+        text
     }
 }
 

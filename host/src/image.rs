@@ -50,8 +50,9 @@ pub enum Durability {
     Normal,
 }
 
-/// How long a writer waits for another connection's write to finish before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a writer waits for another connection's write to finish before giving up: longer
+/// than a method call may run (10 s by default), so a write queued behind one waits it out.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The actor of the first transaction.
 pub const GENESIS_ACTOR: &str = "genesis";
@@ -244,6 +245,8 @@ pub struct Image {
     /// Held for as long as the image is open for writing; released by the kernel on any exit.
     /// Shared by sibling connections (see [`Image::open_sibling`]).
     lock: Option<Arc<WriterLock>>,
+    /// As opened, for reconnecting (see [`Image::recover`]).
+    durability: Durability,
 }
 
 impl Image {
@@ -280,6 +283,7 @@ impl Image {
             commits: Arc::default(),
             seen: Cell::new(0),
             lock: Some(Arc::new(lock)),
+            durability,
         };
         image.configure(durability)?;
         image.bring_to_life()?;
@@ -312,6 +316,7 @@ impl Image {
             commits: Arc::default(),
             seen: Cell::new(0),
             lock: None,
+            durability: Durability::Full,
         })
     }
 
@@ -329,6 +334,7 @@ impl Image {
             commits: Arc::clone(&self.commits),
             seen: Cell::new(self.commits.load(Ordering::Acquire)),
             lock: Some(Arc::clone(lock)),
+            durability,
         };
         image.configure(durability)?;
         Ok(image)
@@ -344,10 +350,27 @@ impl Image {
             commits: Arc::default(),
             seen: Cell::new(0),
             lock: None,
+            durability: Durability::Normal,
         };
         image.configure(Durability::Normal)?;
         image.bring_to_life()?;
         Ok(image)
+    }
+
+    /// Reopens the connection if a transaction took it down with it (a panic while it was open:
+    /// SQLite rolled that transaction back when the connection closed). A no-op otherwise.
+    pub fn recover(&mut self) -> Result<(), ImageError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        let Some(path) = &self.path else {
+            return Err(ImageError::InTransaction);
+        };
+        self.conn = Some(Connection::open(path)?);
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+        self.configure(self.durability)
     }
 
     /// The connection, unless a transaction holds it (only possible re-entrantly).
@@ -356,6 +379,7 @@ impl Image {
     }
 
     fn configure(&mut self, durability: Durability) -> Result<(), ImageError> {
+        self.durability = durability;
         let conn = self.conn()?;
         if self.path.is_some() {
             let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
@@ -442,9 +466,8 @@ impl Image {
             let _ = conn.execute_batch("ROLLBACK");
         }
         self.conn = Some(conn);
-        if outcome.is_ok()
-            && let Some(cache) = &self.cache
-        {
+        let committed = outcome.is_ok() && !(tx.discard_if_unchanged && tx.seq == 0);
+        if committed && let Some(cache) = &self.cache {
             cache.invalidate(tx.touched.iter().copied());
             // Counted after COMMIT returned: whoever sees the new count reads committed data.
             let before = self.commits.fetch_add(1, Ordering::AcqRel);
@@ -559,6 +582,16 @@ impl Image {
     /// Rebuilds the state from the log up to `until` (default: the newest transaction) in a
     /// fresh database and hashes it; at the newest transaction, compares with the live image.
     pub fn replay(&self, until: Option<TxId>) -> Result<ReplayReport, ImageError> {
+        // One read transaction: the log, the newest id and the live tables from one snapshot,
+        // whatever other connections commit meanwhile.
+        let conn = self.conn()?;
+        conn.execute_batch("BEGIN")?;
+        let report = self.replay_in_snapshot(until);
+        let _ = conn.execute_batch("COMMIT");
+        report
+    }
+
+    fn replay_in_snapshot(&self, until: Option<TxId>) -> Result<ReplayReport, ImageError> {
         let newest = self.newest_tx()?;
         let until = until.unwrap_or(newest);
         if until.0 < 1 || until > newest {
@@ -634,25 +667,27 @@ impl Image {
                 reason: "it is genesis".into(),
             });
         }
-        let changes = log::changes_of(self.conn()?, target)?;
-        for change in &changes {
-            if let Some(later) = log::later_change_to(self.conn()?, target, change)? {
-                let what = match change {
-                    Change::Slot { slot, .. } => format!("slot `{slot}`"),
-                    Change::Name { .. } => "name".into(),
-                    Change::Parents { .. } => "parents".into(),
-                    Change::Create { .. } | Change::Destroy { .. } => "existence".into(),
-                };
-                return Err(ImageError::Conflict {
-                    tx: target,
-                    later,
-                    oid: change.oid(),
-                    what,
-                });
-            }
-        }
         let note = format!("undo {target}");
         let ((), tx) = self.transact(actor, &note, |tx| {
+            // Checked inside the write transaction: no other writer can slip in between.
+            let conn = tx.conn()?;
+            let changes = log::changes_of(conn, target)?;
+            for change in &changes {
+                if let Some(later) = log::later_change_to(conn, target, change)? {
+                    let what = match change {
+                        Change::Slot { slot, .. } => format!("slot `{slot}`"),
+                        Change::Name { .. } => "name".into(),
+                        Change::Parents { .. } => "parents".into(),
+                        Change::Create { .. } | Change::Destroy { .. } => "existence".into(),
+                    };
+                    return Err(ImageError::Conflict {
+                        tx: target,
+                        later,
+                        oid: change.oid(),
+                        what,
+                    });
+                }
+            }
             for change in changes.iter().rev() {
                 tx.apply_inverse(target, change)?;
             }

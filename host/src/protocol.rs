@@ -274,7 +274,14 @@ pub fn execute(
         Request::Set { to, slot, value } => {
             let ((), tx) = image.transact(actor, &format!("set {to}.{slot}"), |tx| {
                 let oid = tx.resolve(&to)?;
-                tx.set_slot(oid, &slot, crate::object::Slot::Value(value))
+                // A method changes by installing (or is taken away with `remove`), not by `set`.
+                if let Some(Slot::Method(_)) = tx.own_slot(oid, &slot)? {
+                    return Err(ImageError::HoldsMethod {
+                        oid,
+                        slot: slot.clone(),
+                    });
+                }
+                tx.set_slot(oid, &slot, Slot::Value(value))
             })?;
             Ok(json!({"tx": tx}))
         }

@@ -320,15 +320,17 @@ impl Sandbox {
         memory_exceeded: bool,
         stderr: String,
     ) -> SandboxError {
-        if let Some(abort) = error.downcast_ref::<HostAbort>() {
-            return match abort {
-                HostAbort::Timeout => SandboxError::Timeout {
+        let error = match error.downcast::<HostAbort>() {
+            Ok(HostAbort::Timeout) => {
+                return SandboxError::Timeout {
                     limit: self.limits.time,
-                },
-                HostAbort::TooDeep(max) => SandboxError::TooDeep { max: *max },
-                HostAbort::Image(e) => SandboxError::Image(ImageError::Corrupt(e.to_string())),
-            };
-        }
+                };
+            }
+            Ok(HostAbort::TooDeep(max)) => return SandboxError::TooDeep { max },
+            // The image's own error (delegation too deep, the disk): passed on as it is.
+            Ok(HostAbort::Image(e)) => return SandboxError::Image(e),
+            Err(error) => error,
+        };
         if memory_exceeded {
             return SandboxError::OutOfMemory {
                 limit: self.limits.memory_bytes,

@@ -15,6 +15,8 @@
 //! with `shutting-down`, joins the workers (every open transaction is committed or rolled back by
 //! then), and returns; dropping the image closes it and releases the lock.
 
+pub mod client;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
@@ -64,6 +66,9 @@ fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
     }
 }
 
+/// Requests handed to workers and not yet answered, at most: past this the loop stops reading.
+const MAX_QUEUED: usize = 1024;
+
 /// A request on its way to a worker: who asked, the envelope to mirror, the payload.
 struct Job {
     identity: Vec<u8>,
@@ -80,11 +85,24 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     let is_new = !options.image.exists();
     let mut primary = Image::open_or_create(&options.image, options.durability)?;
     if is_new {
+        if let Err(e) = methods.install_genesis(&mut primary) {
+            // Half a genesis is no image: take it away, so the next start begins again.
+            drop(primary);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = options.image.as_os_str().to_owned();
+                path.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(path));
+            }
+            return Err(e.into());
+        }
         eprintln!("batos: created {} from genesis", options.image.display());
-        methods.install_genesis(&mut primary)?;
     }
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
-    let image_name = options.image.display().to_string();
+    // The absolute path, so a client can tell whether this is the image it means.
+    let image_name = std::fs::canonicalize(&options.image)
+        .unwrap_or_else(|_| options.image.clone())
+        .display()
+        .to_string();
 
     let context = zmq::Context::new();
     let router = context.socket(zmq::ROUTER).map_err(zmq_err("socket"))?;
@@ -153,8 +171,15 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         {
             break;
         }
+        // A full queue stops the loop taking requests: they wait in libzmq, bounded by its
+        // high-water marks, instead of in an unbounded queue here.
+        let router_events = if in_flight < MAX_QUEUED {
+            zmq::POLLIN
+        } else {
+            zmq::PollEvents::empty()
+        };
         let mut items = [
-            router.as_poll_item(zmq::POLLIN),
+            router.as_poll_item(router_events),
             replies.as_poll_item(zmq::POLLIN),
         ];
         match zmq::poll(&mut items, 50) {
@@ -194,9 +219,32 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             }
         }
     }
-    // No more jobs: workers answer what is still queued with `shutting-down` and exit.
+    // No more jobs: workers answer what is still queued with `shutting-down` and exit. Their
+    // replies keep flowing out (so none of them blocks on a full pipe), and whoever asks
+    // meanwhile is told the host is shutting down.
     abandon.store(true, Ordering::SeqCst);
     drop(jobs);
+    while !workers.iter().all(|w| w.is_finished()) {
+        let mut items = [
+            router.as_poll_item(zmq::POLLIN),
+            replies.as_poll_item(zmq::POLLIN),
+        ];
+        if zmq::poll(&mut items, 10).is_err() {
+            continue;
+        }
+        while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+            deliver(&router, frames);
+        }
+        while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
+            if let Some(job) = split(frames) {
+                let failure = Failure::new("shutting-down", "the host is shutting down");
+                deliver(
+                    &router,
+                    job.reply_frames(failure_reply(&job.payload, &failure)),
+                );
+            }
+        }
+    }
     for worker in workers {
         let _ = worker.join();
     }
@@ -339,11 +387,13 @@ pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str)
             ))
         })
     });
+    // A panic mid-transaction takes the connection with it; the next request needs one.
+    if let Err(e) = image.recover() {
+        eprintln!("batos: a worker could not reopen the image: {e}");
+    }
     let reply = match outcome {
         Ok(result) => json!({"id": id, "ok": true, "result": result}),
         Err(failure) => json!({"id": id, "ok": false, "error": failure.to_json()}),
     };
     reply.to_string().into_bytes()
 }
-
-pub mod client;

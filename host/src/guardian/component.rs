@@ -115,6 +115,18 @@ pub fn check(shape: &Shape) -> Result<(), Vec<String>> {
             .iter()
             .any(|i| i.name == interface && i.functions.iter().any(|f| f == function))
     };
+    // Waiting burns no fuel and would hold the call's transaction open: methods may read the
+    // clocks, never sleep on them.
+    for import in &shape.imports {
+        if import.name.split('@').next() == Some("wasi:clocks/monotonic-clock")
+            && import.functions.iter().any(|f| f.starts_with("subscribe"))
+        {
+            refusals.push(format!(
+                "imports `{}` to sleep or wait: a method may not block; it runs on fuel, and waiting burns none",
+                import.name
+            ));
+        }
+    }
     let writes = uses(&host, "set-slot") || uses(&host, "remove-slot");
     if writes && !uses(&persistence, "notify-changed") {
         refusals.push(
@@ -171,6 +183,23 @@ mod tests {
             let s = shape_of(&[(name, &[])], &["invoke"]);
             assert!(check(&s).is_err(), "{name}");
         }
+    }
+
+    #[test]
+    fn sleeping_is_refused_but_reading_the_clock_is_not() {
+        let sleeps = shape_of(
+            &[(
+                "wasi:clocks/monotonic-clock@0.2.6",
+                &["now", "subscribe-duration"],
+            )],
+            &["invoke"],
+        );
+        assert!(check(&sleeps).is_err());
+        let reads = shape_of(
+            &[("wasi:clocks/monotonic-clock@0.2.6", &["now"])],
+            &["invoke"],
+        );
+        assert_eq!(check(&reads), Ok(()));
     }
 
     #[test]

@@ -76,6 +76,24 @@ pub const ALLOWED_MACROS: &[&str] = &[
     "column",
 ];
 
+/// Macros that reach the host at compile time (or hide code from this gate): never allowed, not
+/// even imported under another name.
+pub const FORBIDDEN_MACROS: &[&str] = &[
+    "include",
+    "include_str",
+    "include_bytes",
+    "env",
+    "option_env",
+    "asm",
+    "global_asm",
+    "naked_asm",
+    "macro_rules",
+    "concat_idents",
+    "module_path",
+    "file",
+    "compile_error",
+];
+
 /// One reason the gate refuses a source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
@@ -269,6 +287,37 @@ impl<'ast> Visit<'ast> for Gate {
         visit::visit_type_bare_fn(self, node);
     }
 
+    /// `use std::include_str as json;` would smuggle a forbidden macro in under an allowed name:
+    /// a method may not import a forbidden macro, nor rename anything to a macro's name.
+    fn visit_use_tree(&mut self, node: &'ast syn::UseTree) {
+        let (original, renamed) = match node {
+            syn::UseTree::Name(name) => (Some(&name.ident), None),
+            syn::UseTree::Rename(rename) => (Some(&rename.ident), Some(&rename.rename)),
+            _ => (None, None),
+        };
+        if let Some(original) = original
+            && FORBIDDEN_MACROS.contains(&original.to_string().as_str())
+        {
+            self.refuse(
+                "macro",
+                original.span(),
+                format!("importing the macro `{original}` is not allowed in a method"),
+            );
+        }
+        if let Some(renamed) = renamed {
+            let name = renamed.to_string();
+            if ALLOWED_MACROS.contains(&name.as_str()) || FORBIDDEN_MACROS.contains(&name.as_str())
+            {
+                self.refuse(
+                    "macro",
+                    renamed.span(),
+                    format!("renaming an import to `{name}` would hide which macro runs"),
+                );
+            }
+        }
+        visit::visit_use_tree(self, node);
+    }
+
     fn visit_item_foreign_mod(&mut self, node: &'ast syn::ItemForeignMod) {
         self.refuse(
             "extern",
@@ -337,6 +386,9 @@ impl<'ast> Visit<'ast> for Gate {
             });
         } else if let syn::Meta::List(list) = &attr.meta {
             self.scan_tokens(list.tokens.clone());
+        } else if let syn::Meta::NameValue(pair) = &attr.meta {
+            // `#[doc = include_str!("/etc/passwd")]`: the value is an expression like any other.
+            self.visit_expr(&pair.value);
         }
     }
 
@@ -589,6 +641,11 @@ mod tests {
             ("Ok(json!(format!(\"{}\", unsafe { 1 })))", "unsafe"),
             ("Ok(json!(format!(\"{}\", env!(\"HOME\"))))", "macro"),
             ("macro_rules! m { () => {} } Ok(json!(1))", "macro"),
+            (
+                "use std::include_str as json; Ok(json!(\"/etc/passwd\"))",
+                "macro",
+            ),
+            ("use std::env as format; Ok(json!(1))", "macro"),
         ];
         for (body, rule) in cases {
             let found = rules(&method(body));
@@ -614,6 +671,11 @@ mod tests {
             ("pub extern \"C\" fn f() {}", "extern"),
             ("#[derive(Serialize)] struct S;", "derive"),
             ("std::arch::global_asm!(\"nop\");", "macro"),
+            (
+                "#[doc = include_str!(\"/etc/passwd\")] pub fn f() {}",
+                "macro",
+            ),
+            ("use std::include_bytes;", "macro"),
         ];
         for (item, rule) in cases {
             let src = format!("{}{item}\n", method("Ok(json!(1))"));

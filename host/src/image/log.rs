@@ -254,6 +254,9 @@ pub struct Transaction {
     pub changes: Vec<Change>,
 }
 
+/// The most transactions one `history` answers.
+pub const MAX_HISTORY: i64 = 10_000;
+
 /// Which transactions `history` shows.
 #[derive(Debug, Clone, Default)]
 pub struct HistoryFilter {
@@ -297,7 +300,10 @@ pub fn transaction(
 }
 
 pub fn history(conn: &Connection, filter: &HistoryFilter) -> Result<Vec<Transaction>, ImageError> {
-    let limit = filter.limit.map_or(-1, |l| l as i64);
+    // SQLite reads a negative LIMIT as "none": clamp, never wrap.
+    let limit = filter.limit.map_or(MAX_HISTORY, |l| {
+        i64::try_from(l).unwrap_or(MAX_HISTORY).min(MAX_HISTORY)
+    });
     let object = filter.object.map(|o| o.0);
     let ids: Vec<i64> = if let Some(since) = filter.since {
         let mut stmt = conn.prepare_cached(

@@ -73,8 +73,10 @@ impl Client {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(Failure::new(
-                    "timeout",
-                    format!("the host did not answer within {timeout:?}"),
+                    "no-reply",
+                    format!(
+                        "the host did not answer within {timeout:?}; the request may still take effect there"
+                    ),
                 ));
             }
             let mut items = [self.socket.as_poll_item(zmq::POLLIN)];

@@ -307,6 +307,10 @@ fn the_command_line_installs_inspects_and_sends() {
         "{}",
         stderr(&out)
     );
+    // A method changes by installing, not by `set`.
+    let out = scratch.batos(&["set", "lobby", "double", "5"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is a method"), "{}", stderr(&out));
     let out = scratch.batos(&["method", "lobby.double", "--source"]);
     assert!(stdout(&out).contains("n * 2"));
     let out = scratch.batos(&["method", "lobby.double", "--wit"]);
