@@ -424,6 +424,17 @@ impl Image {
         Ok(())
     }
 
+    /// Commits made so far through this connection and its siblings: a read answered while this
+    /// stays the same is still true.
+    pub fn commit_count(&self) -> u64 {
+        self.commits.load(Ordering::Acquire)
+    }
+
+    /// The shared commit counter itself, for whoever keeps answers to reads (the server).
+    pub fn commit_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.commits)
+    }
+
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
@@ -475,8 +486,10 @@ impl Image {
         }
         self.conn = Some(conn);
         let committed = outcome.is_ok() && !(tx.discard_if_unchanged && tx.seq == 0);
-        if committed && let Some(cache) = &self.cache {
-            cache.invalidate(tx.touched.iter().copied());
+        if committed {
+            if let Some(cache) = &self.cache {
+                cache.invalidate(tx.touched.iter().copied());
+            }
             // Counted after COMMIT returned: whoever sees the new count reads committed data.
             let before = self.commits.fetch_add(1, Ordering::AcqRel);
             if before == self.seen.get() {

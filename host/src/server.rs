@@ -98,6 +98,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         eprintln!("batos: created {} from genesis", options.image.display());
     }
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
+    let mut reads = ReadCache::new(primary.commit_counter());
     // The absolute path, so a client can tell whether this is the image it means.
     let image_name = std::fs::canonicalize(&options.image)
         .unwrap_or_else(|_| options.image.clone())
@@ -189,8 +190,9 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         }
         let (requests_ready, replies_ready) = (items[0].is_readable(), items[1].is_readable());
         if replies_ready {
-            while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+            while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
                 in_flight = in_flight.saturating_sub(1);
+                reads.remember(&frames.remove(0));
                 deliver(&router, frames);
             }
         }
@@ -205,7 +207,9 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
-                if let Some(reply) = quick_answer(&job.payload, &image_name, &newest) {
+                if let Some(reply) = quick_answer(&job.payload, &image_name, &newest)
+                    .or_else(|| reads.answer(&job.payload))
+                {
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
@@ -232,7 +236,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         if zmq::poll(&mut items, 10).is_err() {
             continue;
         }
-        while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+        while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
+            frames.remove(0);
             deliver(&router, frames);
         }
         while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
@@ -248,7 +253,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     for worker in workers {
         let _ = worker.join();
     }
-    while let Ok(frames) = replies.recv_multipart(zmq::DONTWAIT) {
+    while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
+        frames.remove(0);
         deliver(&router, frames);
     }
     drop(primary);
@@ -341,6 +347,7 @@ impl Worker {
                 Err(_) => return,
             };
             let Ok(job) = job else { return };
+            let mut memo = Vec::new();
             let reply = if self.abandon.load(Ordering::SeqCst) {
                 failure_reply(
                     &job.payload,
@@ -348,12 +355,20 @@ impl Worker {
                 )
             } else {
                 let actor = format!("client:{}", hex::encode(&job.identity));
-                answer(&mut self.image, &self.methods, &job.payload, &actor)
+                let before = self.image.commit_count();
+                let (reply, read) =
+                    answer_read(&mut self.image, &self.methods, &job.payload, &actor);
+                // A read's result is worth keeping only if no commit happened while it ran.
+                if let Some((key, result)) = read
+                    && self.image.commit_count() == before
+                {
+                    memo = format!("{before}\n{key}\n{result}").into_bytes();
+                }
+                reply
             };
-            if let Err(e) = self
-                .replies
-                .send_multipart(job.reply_frames(reply).iter(), 0)
-            {
+            let mut frames = job.reply_frames(reply);
+            frames.insert(0, memo);
+            if let Err(e) = self.replies.send_multipart(frames.iter(), 0) {
                 eprintln!("batos: worker could not hand back a reply: {e}");
             }
             // After the reply is on its way: `ping` reports the newest transaction.
@@ -364,15 +379,99 @@ impl Worker {
     }
 }
 
+/// Reads whose answers depend only on the committed image (no methods run): the socket thread may
+/// answer them again, unchanged, until the next commit.
+const KEPT_READS: &[&str] = &["get", "describe", "methods", "method", "history"];
+
+/// The key a read's answer is kept under: the request without its `id`, canonical JSON.
+fn read_key(request: &Value) -> Option<String> {
+    let op = request.get("op")?.as_str()?;
+    if !KEPT_READS.contains(&op) {
+        return None;
+    }
+    let mut request = request.as_object()?.clone();
+    request.remove("id");
+    Some(Value::Object(request).to_string())
+}
+
+/// Answers to reads, kept by the socket thread while the image's commit count stays the same.
+/// Workers hand each read's result back with the count it was read at; any commit empties this.
+/// Only memory is touched here: the socket thread still never runs SQLite.
+struct ReadCache {
+    commits: Arc<std::sync::atomic::AtomicU64>,
+    valid_at: u64,
+    results: std::collections::HashMap<String, String>,
+}
+
+impl ReadCache {
+    /// At most this many answers; past it the cache starts over.
+    const MAX: usize = 4096;
+
+    fn new(commits: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        ReadCache {
+            valid_at: commits.load(Ordering::Acquire),
+            commits,
+            results: std::collections::HashMap::new(),
+        }
+    }
+
+    fn current(&mut self) -> u64 {
+        let now = self.commits.load(Ordering::Acquire);
+        if now != self.valid_at {
+            self.results.clear();
+            self.valid_at = now;
+        }
+        now
+    }
+
+    fn answer(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.current();
+        if self.results.is_empty() {
+            return None;
+        }
+        let request: Value = serde_json::from_slice(payload).ok()?;
+        let result = self.results.get(&read_key(&request)?)?;
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        Some(format!("{{\"id\":{id},\"ok\":true,\"result\":{result}}}").into_bytes())
+    }
+
+    /// Keeps a worker's memo (`count\nkey\nresult`) if nothing was committed since it was read.
+    fn remember(&mut self, memo: &[u8]) {
+        let Ok(memo) = std::str::from_utf8(memo) else {
+            return;
+        };
+        let mut parts = memo.splitn(3, '\n');
+        let (Some(count), Some(key), Some(result)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if count.parse::<u64>().ok() != Some(self.current()) {
+            return;
+        }
+        if self.results.len() >= Self::MAX {
+            self.results.clear();
+        }
+        self.results.insert(key.to_owned(), result.to_owned());
+    }
+}
+
 /// One request, start to finish: decode, execute, encode. Never panics on input.
 pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str) -> Vec<u8> {
+    answer_read(image, methods, payload, actor).0
+}
+
+/// [`answer`], and for a successful read the key and result the socket thread may keep.
+fn answer_read(
+    image: &mut Image,
+    methods: &Methods,
+    payload: &[u8],
+    actor: &str,
+) -> (Vec<u8>, Option<(String, String)>) {
     let value: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {
-            return failure_reply(
-                payload,
-                &Failure::new("bad-request", format!("the request is not JSON: {e}")),
-            );
+            let failure = Failure::new("bad-request", format!("the request is not JSON: {e}"));
+            return (failure_reply(payload, &failure), None);
         }
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
@@ -391,9 +490,15 @@ pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str)
     if let Err(e) = image.recover() {
         eprintln!("batos: a worker could not reopen the image: {e}");
     }
-    let reply = match outcome {
-        Ok(result) => json!({"id": id, "ok": true, "result": result}),
-        Err(failure) => json!({"id": id, "ok": false, "error": failure.to_json()}),
-    };
-    reply.to_string().into_bytes()
+    match outcome {
+        Ok(result) => {
+            let text = result.to_string();
+            let reply = format!("{{\"id\":{id},\"ok\":true,\"result\":{text}}}").into_bytes();
+            (reply, read_key(&value).map(|key| (key, text)))
+        }
+        Err(failure) => {
+            let reply = json!({"id": id, "ok": false, "error": failure.to_json()});
+            (reply.to_string().into_bytes(), None)
+        }
+    }
 }

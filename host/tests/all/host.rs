@@ -126,6 +126,18 @@ fn dealer_and_req_clients_get_their_replies_with_ids_echoed() {
         (json!(1), json!(1))
     );
 
+    // A read answered again from the host's read cache is never older than an acknowledged write.
+    for n in 0..5 {
+        let write = ask(
+            &dealer,
+            json!({"op": "set", "to": "lobby", "slot": "n", "value": n}),
+        );
+        assert_eq!(write["ok"], json!(true), "{write}");
+        for _ in 0..3 {
+            let read = ask(&dealer, json!({"op": "get", "to": "lobby", "slot": "n"}));
+            assert_eq!(read["result"], json!(n));
+        }
+    }
     let req = zmq::Context::new().socket(zmq::REQ).expect("req");
     req.set_linger(0).expect("linger");
     req.connect(&host.endpoint).expect("connect");
