@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Drives a real `batos serve` with pyzmq clients, DEALER and REQ. Run by scripts/test:
+"""Drives a real `batos serve` over TCP with pyzmq clients, DEALER and REQ: ids, malformed input,
+50 clients x 100 increments, a 2 MiB payload, SIGTERM. Run by scripts/test:
 
     python3 tests/clients/test_host.py path/to/batos
 """
 import json
 import os
+import socket as socketlib
 import subprocess
 import sys
 import tempfile
@@ -15,8 +17,14 @@ import zmq
 BATOS = sys.argv[1]
 
 
+def free_port():
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start(directory):
-    endpoint = f"ipc://{directory}/host.sock"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
     host = subprocess.Popen(
         [BATOS, "--image", f"{directory}/image.db", "--durability", "normal", "serve", "--bind", endpoint],
         stderr=subprocess.PIPE, text=True)
@@ -59,16 +67,16 @@ def main():
 
             def client():
                 s = socket(zmq.DEALER, endpoint)
-                for _ in range(20):
+                for _ in range(100):
                     assert ask(s, {"op": "send", "to": "counter", "selector": "increment"})["ok"]
 
-            threads = [threading.Thread(target=client) for _ in range(10)]
+            threads = [threading.Thread(target=client) for _ in range(50)]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
             count = ask(dealer, {"op": "get", "to": "counter", "slot": "count"})["result"]
-            assert count == 201, count
+            assert count == 5001, count
 
             big = socket(zmq.DEALER, endpoint)
             big.send_json({"op": "set", "to": "lobby", "slot": "big", "value": "x" * (2 << 20)})

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::{Scratch, stderr, stdout};
 
-/// A running `batos serve` on an ipc endpoint in its scratch directory.
+/// A running `batos serve` on a loopback TCP port, with its image in a scratch directory.
 struct Host {
     child: Child,
     endpoint: String,
@@ -27,7 +27,12 @@ impl Host {
     }
 
     fn start_in(scratch: Scratch, durability: &str) -> Host {
-        let endpoint = format!("ipc://{}", scratch.dir.path().join("host.sock").display());
+        // Loopback TCP on a port the kernel just handed out (and we handed back).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let endpoint = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_batos"))
             .arg("--image")
             .arg(scratch.image_path())
@@ -449,4 +454,35 @@ fn kill_9_under_load_then_a_restart_serves_at_once_with_everything_acknowledged(
         json!({"op": "get", "to": "counter", "slot": "count"}),
     );
     assert_eq!(reply["result"], json!(count));
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_the_image_stays_whole() {
+    let mut host = Host::start("full");
+    let dealer = host.dealer();
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/methods/infinite_loop.rs"),
+    )
+    .expect("source");
+    let reply = ask(&dealer, json!({"op": "install", "to": "lobby", "selector": "spin", "source": source}));
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    let (acknowledged, clients) = load(&host, 4);
+    // A long request in flight, then two signals in a row.
+    dealer
+        .send(json!({"op": "send", "to": "lobby", "selector": "spin"}).to_string().as_bytes(), 0)
+        .expect("send");
+    while acknowledged.load(Ordering::SeqCst) < 50 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let pid = host.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let status = host.child.wait().expect("host exits");
+    assert!(status.code().is_some(), "it exited by itself, not by a signal: {status:?}");
+    for client in clients {
+        let _ = client.join();
+    }
+    let image = host.scratch.image_path();
+    integrity_ok(&image);
+    assert!(count_in(&image) >= acknowledged.load(Ordering::SeqCst));
 }
