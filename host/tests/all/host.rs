@@ -464,12 +464,20 @@ fn a_second_signal_exits_at_once_and_the_image_stays_whole() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/methods/infinite_loop.rs"),
     )
     .expect("source");
-    let reply = ask(&dealer, json!({"op": "install", "to": "lobby", "selector": "spin", "source": source}));
+    let reply = ask(
+        &dealer,
+        json!({"op": "install", "to": "lobby", "selector": "spin", "source": source}),
+    );
     assert_eq!(reply["ok"], json!(true), "{reply}");
     let (acknowledged, clients) = load(&host, 4);
     // A long request in flight, then two signals in a row.
     dealer
-        .send(json!({"op": "send", "to": "lobby", "selector": "spin"}).to_string().as_bytes(), 0)
+        .send(
+            json!({"op": "send", "to": "lobby", "selector": "spin"})
+                .to_string()
+                .as_bytes(),
+            0,
+        )
         .expect("send");
     while acknowledged.load(Ordering::SeqCst) < 50 {
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -478,7 +486,10 @@ fn a_second_signal_exits_at_once_and_the_image_stays_whole() {
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let status = host.child.wait().expect("host exits");
-    assert!(status.code().is_some(), "it exited by itself, not by a signal: {status:?}");
+    assert!(
+        status.code().is_some(),
+        "it exited by itself, not by a signal: {status:?}"
+    );
     for client in clients {
         let _ = client.join();
     }
