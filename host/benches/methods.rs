@@ -119,6 +119,31 @@ fn compile(c: &mut Criterion) {
             black_box(forge.compile(&source).expect("compiles"))
         })
     });
+    // Source to an installed, checked method, in-process as the host does it: source gate,
+    // rustc, wasmtime's compile and the component gate, the install transaction.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut image = Image::create(&dir.path().join("install.db"), Durability::Full).expect("image");
+    let lobby = image
+        .resolve(&batos::object::ObjRef::Name("lobby".into()))
+        .expect("lobby");
+    group.bench_function("install_from_source", |b| {
+        b.iter(|| {
+            n += 1;
+            let source = format!("{THREE_HOST_CALLS}// install {n} {}\n", std::process::id());
+            black_box(
+                methods
+                    .install(
+                        &mut image,
+                        lobby,
+                        "three",
+                        &source,
+                        Origin::Architect,
+                        "bench",
+                    )
+                    .expect("installs"),
+            )
+        })
+    });
     group.bench_function("cargo_build_crate", |b| {
         b.iter(|| {
             n += 1;
