@@ -32,6 +32,19 @@ const SDK_FILES: &[(&str, &str)] = &[
     ("wit/batos.wit", include_str!("../../wit/batos.wit")),
 ];
 
+/// How every method is compiled. A 256 KiB wasm stack (the toolchain's default is 1 MiB) keeps the
+/// memory a call touches small, which is most of what a fresh instance costs; part of the cache key.
+const CODEGEN_FLAGS: &[&str] = &[
+    "-C",
+    "opt-level=1",
+    "-C",
+    "debuginfo=0",
+    "-C",
+    "strip=symbols",
+    "-C",
+    "link-arg=-zstack-size=65536",
+];
+
 /// Appended to every method: the export of `run` as the contract's `invoke`.
 const GLUE: &str = include_str!("../../guest-sdk/glue.rs");
 
@@ -163,6 +176,7 @@ impl Forge {
         }
         hasher.update(GLUE.as_bytes());
         hasher.update(rustc_version.as_bytes());
+        hasher.update(CODEGEN_FLAGS.join(" ").as_bytes());
         let sdk_key = hex::encode(&hasher.finalize()[..8]);
         let root = cache.join("sdk").join(&sdk_key);
         let target = root.join("target");
@@ -295,14 +309,7 @@ impl Forge {
                 "--cap-lints",
                 "warn",
             ])
-            .args([
-                "-C",
-                "opt-level=1",
-                "-C",
-                "debuginfo=0",
-                "-C",
-                "strip=symbols",
-            ])
+            .args(CODEGEN_FLAGS)
             .args(["-A", "unused-variables", "-A", "dead-code"])
             .arg("--extern")
             .arg(format!("batos_sdk={}", sdk_rlib.display()))

@@ -482,7 +482,9 @@ impl Image {
             return Err(ImageError::Corrupt("a transaction lost its connection".into()).into());
         };
         if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut r| r.execute([]));
         }
         self.conn = Some(conn);
         let committed = outcome.is_ok() && !(tx.discard_if_unchanged && tx.seq == 0);
@@ -871,7 +873,10 @@ impl Tx {
     pub fn savepoint(&mut self) -> Result<Savepoint, ImageError> {
         self.savepoints += 1;
         let name = format!("batos_{}", self.savepoints);
-        self.conn()?.execute_batch(&format!("SAVEPOINT {name}"))?;
+        // Names repeat from one transaction to the next, so the statements cache well.
+        self.conn()?
+            .prepare_cached(&format!("SAVEPOINT {name}"))?
+            .execute([])?;
         Ok(Savepoint {
             name,
             seq: self.seq,
@@ -882,15 +887,19 @@ impl Tx {
     /// Keeps what was done since `savepoint`.
     pub fn release(&mut self, savepoint: Savepoint) -> Result<(), ImageError> {
         self.conn()?
-            .execute_batch(&format!("RELEASE {}", savepoint.name))?;
+            .prepare_cached(&format!("RELEASE {}", savepoint.name))?
+            .execute([])?;
         Ok(())
     }
 
     /// Undoes everything since `savepoint`, and only that.
     pub fn rollback_to(&mut self, savepoint: Savepoint) -> Result<(), ImageError> {
         let name = &savepoint.name;
-        self.conn()?
-            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))?;
+        let conn = self.conn()?;
+        conn.prepare_cached(&format!("ROLLBACK TO {name}"))?
+            .execute([])?;
+        conn.prepare_cached(&format!("RELEASE {name}"))?
+            .execute([])?;
         self.seq = savepoint.seq;
         self.touched = savepoint.touched;
         Ok(())
