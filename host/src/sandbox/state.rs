@@ -178,11 +178,8 @@ fn oid(id: u64) -> Oid {
 impl host::Host for MethodState {
     fn get_slot(&mut self, obj: u64, slot: String) -> WasmResult<Option<String>> {
         self.check_deadline()?;
-        let receiver = oid(obj);
-        if self.tx.resolve(&receiver.into()).is_err() {
-            return Ok(None);
-        }
-        Ok(match self.tx.lookup(receiver, &slot).map_err(abort)? {
+        // No object, no slots: the lookup itself answers none, without a query of its own.
+        Ok(match self.tx.lookup(oid(obj), &slot).map_err(abort)? {
             Some(found) => match found.slot {
                 Slot::Value(v) => Some(v.to_string()),
                 Slot::Method(_) => None,
