@@ -10,7 +10,7 @@ use batos::image::{Durability, Image};
 use batos::object::ObjRef;
 use serde_json::{Value, json};
 
-use crate::support::{Scratch, stderr, stdout};
+use crate::support::{Scratch, integrity_ok, stderr, stdout};
 
 /// A running `batos serve` on a loopback TCP port, with its image in a scratch directory.
 struct Host {
@@ -395,14 +395,6 @@ fn count_in(image: &std::path::Path) -> i64 {
         .unwrap_or(-1);
     assert_eq!(image.replay(None).expect("replay").matches, Some(true));
     count
-}
-
-fn integrity_ok(image: &std::path::Path) {
-    let conn = rusqlite::Connection::open(image).expect("sqlite");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("check");
-    assert_eq!(check, "ok");
 }
 
 #[test]

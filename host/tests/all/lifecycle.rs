@@ -7,7 +7,9 @@ use batos::image::{Durability, Image, ImageError};
 use batos::object::{ObjRef, Slot};
 use serde_json::json;
 
-use crate::support::{CHILD_ENV, Scratch, batos_at, read_child_lines, spawn_child, stderr, stdout};
+use crate::support::{
+    CHILD_ENV, Scratch, batos_at, integrity_ok, read_child_lines, spawn_child, stderr, stdout,
+};
 
 /// Child body: holds the writer lock until its stdin closes.
 #[test]
@@ -140,11 +142,7 @@ fn kill_9_in_a_loop_of_commits_loses_nothing_acknowledged() {
     drop(image);
     let out = batos_at(&path, &["replay", "--verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let conn = rusqlite::Connection::open(&path).expect("sqlite");
-    let check: String = conn
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .expect("integrity_check");
-    assert_eq!(check, "ok");
+    integrity_ok(&path);
 }
 
 #[test]

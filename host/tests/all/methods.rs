@@ -17,6 +17,16 @@ fn methods() -> Methods {
     Methods::new(default_cache_dir(), Limits::default())
 }
 
+/// A fresh image with the genesis methods (and `counter`), and the machinery to run them.
+fn genesis_image(scratch: &Scratch) -> (Image, Methods) {
+    let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
+    let methods = methods();
+    methods
+        .install_genesis(&mut image)
+        .expect("genesis methods");
+    (image, methods)
+}
+
 /// A fresh image with a `victim` object (count 0) to point hostile methods at.
 fn image_with_victim(scratch: &Scratch) -> (Image, Oid) {
     let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
@@ -149,11 +159,7 @@ fn the_run_time_gate_catches_a_covenant_breach_the_source_gate_would_have_refuse
 #[test]
 fn self_is_the_receiver_and_versions_can_be_reverted() {
     let scratch = Scratch::new();
-    let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
-    let methods = methods();
-    methods
-        .install_genesis(&mut image)
-        .expect("genesis methods");
+    let (mut image, methods) = genesis_image(&scratch);
     let counter = image
         .resolve(&ObjRef::Name("counter".into()))
         .expect("counter");
@@ -217,11 +223,7 @@ fn self_is_the_receiver_and_versions_can_be_reverted() {
 #[test]
 fn a_method_composes_by_sending_in_one_transaction() {
     let scratch = Scratch::new();
-    let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
-    let methods = methods();
-    methods
-        .install_genesis(&mut image)
-        .expect("genesis methods");
+    let (mut image, methods) = genesis_image(&scratch);
     let lobby = image.resolve(&ObjRef::Name("lobby".into())).expect("lobby");
     let before = image.newest_tx().expect("tx");
     let sent = methods.send(&mut image, lobby, "ping_counter", vec![], "test");
@@ -246,11 +248,7 @@ fn a_method_composes_by_sending_in_one_transaction() {
 #[test]
 fn a_write_refused_by_a_schema_answers_the_method_err_and_writes_nothing() {
     let scratch = Scratch::new();
-    let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
-    let methods = methods();
-    methods
-        .install_genesis(&mut image)
-        .expect("genesis methods");
+    let (mut image, methods) = genesis_image(&scratch);
     let counter = image
         .resolve(&ObjRef::Name("counter".into()))
         .expect("counter");

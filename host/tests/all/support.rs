@@ -100,3 +100,12 @@ pub fn read_child_lines(child: &mut Child, prefix: &str, mut f: impl FnMut(&str)
     std::thread::spawn(move || lines.for_each(drop));
     n
 }
+
+/// `PRAGMA integrity_check` on the image file says `ok`.
+pub fn integrity_ok(image: &Path) {
+    let conn = rusqlite::Connection::open(image).expect("sqlite");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity_check");
+    assert_eq!(check, "ok");
+}
