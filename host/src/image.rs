@@ -664,12 +664,8 @@ impl Image {
         methods::source_and_report(self.conn()?, id)
     }
 
-    pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
-        methods::wasm(self.conn()?, id)
-    }
-
     /// The object's own slot `name` (no delegation).
-    pub fn own_slot_of(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
+    pub fn own_slot(&self, oid: Oid, name: &str) -> Result<Option<Slot>, ImageError> {
         self.db()?.own_slot(oid, name)
     }
 
@@ -845,14 +841,6 @@ impl Tx {
 
     pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
         methods::wasm(self.conn()?, id)
-    }
-
-    pub fn method_versions(
-        &self,
-        oid: Oid,
-        selector: &str,
-    ) -> Result<Vec<MethodRecord>, ImageError> {
-        methods::versions(self.conn()?, oid, selector)
     }
 
     /// Stores a new version of `oid.selector` and points the slot at it.

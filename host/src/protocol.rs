@@ -415,7 +415,7 @@ fn describe_method(
     };
     let (source, report) = image.method_source_and_report(record.method)?;
     let versions = image.method_versions(record.oid, &record.selector)?;
-    let active = image.own_slot_of(record.oid, &record.selector)?;
+    let active = image.own_slot(record.oid, &record.selector)?;
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
