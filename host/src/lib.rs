@@ -1,17 +1,22 @@
-//! batos: a living image of prototype objects.
+//! batos: a living image of prototype objects whose methods are WebAssembly components.
 //!
 //! ```text
-//! cli ──▶ protocol ──▶ image ──▶ SQLite (one file: objects, slots, parents, the change log)
-//!                        │
-//!                        ├── object    (ids, slots, delegation lookup; no SQL)
-//!                        └── guardian  (the Data Guardian: slot schemas)
+//! clients ─ZeroMQ─▶ server ─▶ protocol ─▶ image ──▶ SQLite (objects, slots, parents, methods, log)
+//! cli (--offline) ──────────▶ protocol ─┘   │
+//!                                           ├── object    (ids, slots, delegation lookup; no SQL)
+//!                                           └── guardian  (Data Guardian; source and component gates)
+//!                             protocol ─▶ method ─▶ forge (rustc) │ sandbox (wasmtime, the covenant)
 //! ```
 //!
 //! - [`object`]: the object model: [`object::Oid`], [`object::Slot`], [`object::lookup`].
-//! - [`image`]: the SQLite image: transactions, the change log, replay, undo, the writer lock.
-//! - [`guardian`]: checks that guard writes (JSON Schema on slots).
+//! - [`image`]: the SQLite image: transactions, the change log, replay, undo, methods, the lock.
+//! - [`guardian`]: the checks that guard writes and methods.
+//! - [`forge`]: one method's Rust source to a component, against the prebuilt guest SDK.
+//! - [`sandbox`]: running a method in a fresh wasmtime store, bounded, held to the covenant.
+//! - [`method`]: install (all the gates), send, revert, the genesis methods.
 //! - [`protocol`]: requests as a closed enum, executed against the image.
-//! - [`cli`]: the `batos` command line over the protocol.
+//! - [`server`]: `batos serve` (the ZeroMQ host) and the client the command line uses.
+//! - [`cli`]: the `batos` command line.
 
 pub mod cli;
 pub mod forge;
