@@ -458,12 +458,15 @@ impl Image {
         let mut tx = Tx {
             conn: Some(conn),
             id: TxId(0),
+            actor: actor.to_owned(),
+            note: note.to_owned(),
+            row: false,
             seq: 0,
             touched: BTreeSet::new(),
             savepoints: 0,
             discard_if_unchanged: false,
         };
-        let outcome = tx.begin(actor, note).map_err(E::from).and_then(|()| {
+        let outcome = tx.begin().map_err(E::from).and_then(|()| {
             let value = work(&mut tx)?;
             if tx.discard_if_unchanged && tx.seq == 0 {
                 // Nothing to keep: the connection is rolled back below, and no empty
@@ -471,6 +474,7 @@ impl Image {
                 return Ok(value);
             }
             tx.guard_touched()?;
+            tx.ensure_row()?;
             tx.conn()?
                 .prepare_cached("COMMIT")
                 .and_then(|mut commit| commit.execute([]))
@@ -722,7 +726,14 @@ impl Image {
 pub struct Tx {
     /// The image's connection, inside `BEGIN IMMEDIATE`. `None` while lent (see [`Tx::lend`]).
     conn: Option<Connection>,
+    /// The transaction's id: 0 until its row is written (see [`Tx::ensure_row`]).
     id: TxId,
+    /// Who and why, for the `transactions` row.
+    actor: String,
+    note: String,
+    /// Whether the `transactions` row is written: only once something changes, so a send that
+    /// only reads costs no insert (and leaves no empty transaction).
+    row: bool,
     /// Position of the next change within this transaction.
     seq: i64,
     /// Objects written in this transaction: each is checked against its schema before commit.
@@ -739,24 +750,39 @@ pub struct Savepoint {
     name: String,
     seq: i64,
     touched: BTreeSet<Oid>,
+    /// Whether the transaction's row existed: rolling back to here may take it away again.
+    row: bool,
+    id: TxId,
 }
 
 impl Tx {
+    /// The transaction's id, once it has changed something (0 before: the row comes with the
+    /// first change).
     pub fn id(&self) -> TxId {
         self.id
     }
 
-    fn begin(&mut self, actor: &str, note: &str) -> Result<(), ImageError> {
-        let conn = self.conn()?;
+    fn begin(&mut self) -> Result<(), ImageError> {
         // Cached like every statement on the commit path: parsing is a measurable part of it.
-        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
-        conn.prepare_cached(
-            "INSERT INTO transactions (at, actor, note)
-             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?1, ?2)",
-        )?
-        .execute(params![actor, note])?;
-        self.id = TxId(conn.last_insert_rowid());
+        self.conn()?
+            .prepare_cached("BEGIN IMMEDIATE")?
+            .execute([])?;
         Ok(())
+    }
+
+    /// Writes the `transactions` row if it is not written yet, and answers the id.
+    fn ensure_row(&mut self) -> Result<TxId, ImageError> {
+        if !self.row {
+            let conn = self.conn()?;
+            conn.prepare_cached(
+                "INSERT INTO transactions (at, actor, note)
+                 VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?1, ?2)",
+            )?
+            .execute(params![self.actor, self.note])?;
+            self.id = TxId(conn.last_insert_rowid());
+            self.row = true;
+        }
+        Ok(self.id)
     }
 
     fn conn(&self) -> Result<&Connection, ImageError> {
@@ -769,6 +795,9 @@ impl Tx {
         Tx {
             conn: self.conn.take(),
             id: self.id,
+            actor: self.actor.clone(),
+            note: self.note.clone(),
+            row: self.row,
             seq: self.seq,
             touched: std::mem::take(&mut self.touched),
             savepoints: self.savepoints,
@@ -779,6 +808,8 @@ impl Tx {
     /// Takes back what [`Tx::lend`] lent, with everything written meanwhile.
     pub fn restore(&mut self, lent: Tx) {
         self.conn = lent.conn;
+        self.id = lent.id;
+        self.row = lent.row;
         self.seq = lent.seq;
         self.touched = lent.touched;
         self.savepoints = lent.savepoints;
@@ -789,6 +820,7 @@ impl Tx {
     }
 
     fn record(&mut self, change: Change) -> Result<(), ImageError> {
+        self.ensure_row()?;
         let conn = self.conn()?;
         log::apply(conn, &change)?;
         log::append(conn, self.id, self.seq, &change)?;
@@ -851,7 +883,8 @@ impl Tx {
         new: &NewMethod<'_>,
     ) -> Result<(MethodId, i64), ImageError> {
         self.db()?.existing(oid)?;
-        let (id, version) = methods::insert(self.conn()?, self.id, oid, selector, new)?;
+        let tx = self.ensure_row()?;
+        let (id, version) = methods::insert(self.conn()?, tx, oid, selector, new)?;
         self.set_slot(oid, selector, Slot::Method(id))?;
         Ok((id, version))
     }
@@ -869,6 +902,8 @@ impl Tx {
             name,
             seq: self.seq,
             touched: self.touched.clone(),
+            row: self.row,
+            id: self.id,
         })
     }
 
@@ -890,6 +925,8 @@ impl Tx {
             .execute([])?;
         self.seq = savepoint.seq;
         self.touched = savepoint.touched;
+        self.row = savepoint.row;
+        self.id = savepoint.id;
         Ok(())
     }
 
