@@ -540,14 +540,10 @@ impl Image {
         Ok(object::lookup(&self.graph()?, receiver, selector)?)
     }
 
-    /// Sends `selector` to `receiver`: a value slot answers its value; no slot anywhere on the
+    /// Looks `selector` up for `receiver`: a value slot answers its value, a method slot says which
+    /// method to run (the caller runs it, with the arguments); no slot anywhere on the
     /// delegation path is [`Outcome::DoesNotUnderstand`].
-    pub fn send(
-        &self,
-        receiver: Oid,
-        selector: &str,
-        _args: &[Value],
-    ) -> Result<Outcome, ImageError> {
+    pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
         self.db()?.existing(receiver)?;
         outcome(self.lookup(receiver, selector)?, receiver, selector)
     }
@@ -841,12 +837,7 @@ impl Tx {
         Ok(object::lookup(&graph, receiver, selector)?)
     }
 
-    pub fn send(
-        &self,
-        receiver: Oid,
-        selector: &str,
-        _args: &[Value],
-    ) -> Result<Outcome, ImageError> {
+    pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
         self.db()?.existing(receiver)?;
         outcome(self.lookup(receiver, selector)?, receiver, selector)
     }

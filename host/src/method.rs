@@ -246,7 +246,7 @@ impl Methods {
         args: Vec<Value>,
         actor: &str,
     ) -> Result<Sent, MethodError> {
-        match image.send(receiver, selector, &args)? {
+        match image.send(receiver, selector)? {
             Outcome::Answer(value) => Ok(Sent::Value(value)),
             Outcome::DoesNotUnderstand { receiver, selector } => {
                 Ok(Sent::DoesNotUnderstand { receiver, selector })
