@@ -16,6 +16,9 @@ use std::time::Duration;
 
 use crate::image::{Durability, Image};
 use crate::method::Methods;
+use crate::mind::{
+    self, Engine, GenerateRequest, ImportOptions, MindError, MindInfo, MindSpec, Quantize, weights,
+};
 use crate::object::{ObjRef, TxId};
 use crate::protocol::{self, Failure, Refs, Request};
 use crate::sandbox::Limits;
@@ -64,8 +67,12 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create an image from genesis.
-    Init,
+    /// Create an image from genesis, with the default model as its mind unless `--mind none`.
+    Init {
+        /// `image`: import the default model (SmolLM2-135M-Instruct); `none`: no mind.
+        #[arg(long, default_value = "image", env = "BATOS_MIND")]
+        mind: MindSpec,
+    },
     /// Serve the image to ZeroMQ clients until SIGINT or SIGTERM (creating it if missing).
     Serve {
         /// The ROUTER endpoint: tcp://HOST:PORT or ipc://PATH. Loopback unless told otherwise.
@@ -80,6 +87,20 @@ pub enum Command {
         /// Milliseconds in-flight requests get to finish after a shutdown signal.
         #[arg(long, default_value_t = 5000)]
         grace_ms: u64,
+        /// `image`: run the image's mind (a new image gets the default model); `none`: no mind.
+        #[arg(long, default_value = "image", env = "BATOS_MIND")]
+        mind: MindSpec,
+        /// Where inference runs: cpu, or cuda in a build with the `cuda` feature.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Seconds a `generate` may run before it is cancelled.
+        #[arg(long, default_value_t = 300)]
+        generate_timeout: u64,
+    },
+    /// The mind: the model that lives in the image.
+    Mind {
+        #[command(subcommand)]
+        command: MindCommand,
     },
     /// Ask for the image's version and newest transaction.
     Ping,
@@ -201,6 +222,51 @@ pub enum Command {
     Revert { target: String, version: i64 },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MindCommand {
+    /// Stream a Llama-architecture GGUF into the image as its mind (one transaction).
+    Import {
+        file: PathBuf,
+        /// Rewrite the quantized matrices as this type while importing (q8_0: candle's fast path).
+        #[arg(long)]
+        quantize: Option<String>,
+        /// Chunk size in MiB.
+        #[arg(long, default_value_t = 4)]
+        chunk_mib: usize,
+    },
+    /// The mind's metadata.
+    Info,
+    /// Generate from the image's mind: text to stdout as it comes, speed to stderr.
+    Generate {
+        prompt: String,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        #[arg(long, default_value_t = 299_792_458)]
+        seed: u64,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long)]
+        top_p: Option<f64>,
+        #[arg(long, default_value_t = 1.0)]
+        repeat_penalty: f32,
+        /// A system message for the chat template.
+        #[arg(long)]
+        system: Option<String>,
+        /// Send the prompt as it is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Stop before this text (repeatable).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Load this GGUF file instead of the image's mind (to compare the two).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
 /// An error at the command line: the protocol failure it stands for.
 pub type CliError = Failure;
 
@@ -208,20 +274,34 @@ pub type CliError = Failure;
 pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { global, command } = cli;
     let request = match command {
-        Command::Init => {
+        Command::Init { mind } => {
             let mut image = Image::create(&global.image, global.durability)?;
-            if let Err(e) = methods().install_genesis(&mut image) {
-                // An image without its genesis methods is not a finished image: remove it.
-                drop(image);
-                remove_image_files(&global.image);
-                return Err(e.into());
-            }
+            let made = methods()
+                .install_genesis(&mut image)
+                .map_err(Failure::from)
+                .and_then(|_| match mind {
+                    MindSpec::Image => import_default_mind(&mut image).map(Some),
+                    MindSpec::None => Ok(None),
+                });
+            let info = match made {
+                Ok(info) => info,
+                Err(e) => {
+                    // An image without its genesis (or the mind asked for) is not finished.
+                    drop(image);
+                    remove_image_files(&global.image);
+                    return Err(e);
+                }
+            };
             let tx = image.newest_tx()?;
-            let result = json!({"image": global.image.display().to_string(), "tx": tx});
+            let result =
+                json!({"image": global.image.display().to_string(), "tx": tx, "mind": info});
             print(&global, &result, || {
                 format!(
-                    "created {} from genesis (tx {tx}): `object`, `lobby`, `counter` and the genesis methods",
-                    global.image.display()
+                    "created {} from genesis (tx {tx}): `object`, `lobby`, `counter` and the genesis methods{}",
+                    global.image.display(),
+                    info.as_ref()
+                        .map(|i| format!("; mind: {} ({})", i.name, i.quantization))
+                        .unwrap_or_default()
                 )
             });
             return Ok(());
@@ -231,6 +311,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             workers,
             max_message_bytes,
             grace_ms,
+            mind,
+            device,
+            generate_timeout,
         } => {
             let shutdown = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -246,13 +329,52 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 durability: global.durability,
                 max_message_bytes,
                 grace: Duration::from_millis(grace_ms),
+                mind,
+                device,
+                generate_timeout: Duration::from_secs(generate_timeout),
             };
             return server::run(options, shutdown).map_err(|e| match e {
                 server::ServerError::Image(e) => Failure::from(e),
                 server::ServerError::Method(e) => Failure::from(e),
+                server::ServerError::Mind(e) => Failure::from(e),
                 other => Failure::new("internal", other.to_string()),
             });
         }
+        Command::Mind { command } => match command {
+            MindCommand::Info => Request::Mind,
+            MindCommand::Import {
+                file,
+                quantize,
+                chunk_mib,
+            } => return import_mind(&global, &file, quantize.as_deref(), chunk_mib),
+            MindCommand::Generate {
+                prompt,
+                max_tokens,
+                seed,
+                temperature,
+                top_p,
+                repeat_penalty,
+                system,
+                raw,
+                stop,
+                file,
+                device,
+            } => {
+                let request = GenerateRequest {
+                    prompt,
+                    system,
+                    raw,
+                    max_tokens,
+                    seed,
+                    temperature,
+                    top_p,
+                    repeat_penalty,
+                    stop,
+                    ..GenerateRequest::default()
+                };
+                return generate(&global, request, file.as_deref(), &device);
+            }
+        },
         Command::Ping => Request::Ping,
         Command::Create { from, name, slots } => Request::Create {
             from: Refs::Many(from),
@@ -381,6 +503,150 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let result = backend.execute(request)?;
     print(&global, &result, || render(&shown, &result));
     Ok(())
+}
+
+/// Imports the default model, with a progress line on stderr.
+fn import_default_mind(image: &mut Image) -> Result<MindInfo, Failure> {
+    let mut bar = Progress::new("importing the default mind");
+    let info = mind::import_default(image, CLI_ACTOR, &mut |done, total| bar.show(done, total))?;
+    bar.finish();
+    Ok(info)
+}
+
+/// `batos mind import FILE`: straight into the file, as its writer.
+fn import_mind(
+    global: &Global,
+    file: &std::path::Path,
+    quantize: Option<&str>,
+    chunk_mib: usize,
+) -> Result<(), Failure> {
+    if chunk_mib == 0 || chunk_mib > 512 {
+        return Err(Failure::new(
+            "bad-request",
+            "--chunk-mib must be between 1 and 512",
+        ));
+    }
+    let options = ImportOptions {
+        quantize: quantize.map(str::parse::<Quantize>).transpose()?,
+        chunk_size: chunk_mib << 20,
+        expect_sha256: None,
+    };
+    let mut image = Image::open(&global.image, global.durability)?;
+    let mut bar = Progress::new(&format!("importing {}", file.display()));
+    let (info, tx) = weights::import(&mut image, file, &options, CLI_ACTOR, &mut |done, total| {
+        bar.show(done, total)
+    })?;
+    bar.finish();
+    let result = json!({"tx": tx, "mind": info});
+    print(global, &result, || {
+        format!(
+            "imported {} into {} (tx {tx}): {} parameters, {}, {} bytes in blob {}, sha256 {}",
+            info.name,
+            global.image.display(),
+            info.parameters,
+            info.quantization,
+            info.size,
+            info.blob,
+            info.sha256
+        )
+    });
+    Ok(())
+}
+
+/// `batos mind generate`: loads the mind here (from the image, read-only, or from a file) and
+/// streams the text to stdout.
+fn generate(
+    global: &Global,
+    request: GenerateRequest,
+    file: Option<&std::path::Path>,
+    device: &str,
+) -> Result<(), Failure> {
+    use std::io::Write;
+    let device = mind::device(device)?;
+    let loaded = std::time::Instant::now();
+    let mut engine = match file {
+        Some(path) => {
+            let f = std::fs::File::open(path).map_err(|source| MindError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            Engine::load(f, &device)?
+        }
+        None => {
+            let image = Image::open_read_only(&global.image)?;
+            let info = MindInfo::read(&image)?;
+            Engine::load(image.blob_reader(info.blob)?, &device)?
+        }
+    };
+    let load_s = loaded.elapsed().as_secs_f64();
+    let stream = !global.json;
+    let mut out = std::io::stdout();
+    let generation = engine.generate(&request, &mut |piece| {
+        if stream && !piece.is_empty() {
+            let _ = out.write_all(piece.as_bytes());
+            let _ = out.flush();
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    if global.json {
+        println!("{}", json!(generation));
+    } else {
+        println!();
+    }
+    eprintln!(
+        "batos: loaded in {load_s:.2} s; prompt {} tokens at {:.1} tokens/s; generated {} tokens at {:.1} tokens/s ({:?})",
+        generation.prompt_tokens,
+        generation.prompt_tokens_per_s,
+        generation.tokens,
+        generation.tokens_per_s,
+        generation.stop
+    );
+    Ok(())
+}
+
+/// A progress line on stderr: redrawn in place on a terminal, every 10% otherwise.
+struct Progress {
+    label: String,
+    tty: bool,
+    shown: u64,
+}
+
+impl Progress {
+    fn new(label: &str) -> Self {
+        use std::io::IsTerminal;
+        Progress {
+            label: label.to_owned(),
+            tty: std::io::stderr().is_terminal(),
+            shown: u64::MAX,
+        }
+    }
+
+    fn show(&mut self, done: u64, total: u64) {
+        let percent = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        let step = if self.tty { percent } else { percent / 10 * 10 };
+        if step == self.shown {
+            return;
+        }
+        self.shown = step;
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let line = format!(
+            "{}: {percent:3}% ({:.1} / {:.1} MiB)",
+            self.label,
+            mib(done),
+            mib(total)
+        );
+        if self.tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.tty && self.shown != u64::MAX {
+            eprintln!();
+        }
+    }
 }
 
 /// How long a probe waits for a host to answer before the command acts on the file instead.
@@ -688,6 +954,42 @@ fn render(request: &Request, result: &Value) -> String {
             result["tx"]
         ),
         Request::Get { .. } | Request::Send { .. } | Request::Method { .. } => pretty(result),
+        Request::Generate(_) => result["text"].as_str().unwrap_or_default().to_owned(),
+        Request::Mind => {
+            let field = |k: &str| match &result[k] {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            let mut out = String::new();
+            for key in [
+                "name",
+                "architecture",
+                "parameters",
+                "quantization",
+                "requantized_from",
+                "context_length",
+                "vocab_size",
+                "tokenizer",
+                "size",
+                "sha256",
+                "blob",
+                "chunk_size",
+                "source",
+                "source_sha256",
+            ] {
+                out.push_str(&format!("{key:<18}{}\n", field(key)));
+            }
+            let template = result["chat_template"].as_str().map_or("-", |t| {
+                if t.contains("<|im_start|>") {
+                    "ChatML"
+                } else {
+                    "present"
+                }
+            });
+            out.push_str(&format!("{:<18}{template}", "chat_template"));
+            out
+        }
         Request::Install { to, selector, .. } => format!(
             "installed {to}.{selector} version {} (method {}, tx {}): source gate passed, compiled in {:.0} ms, component gate passed",
             result["version"],

@@ -12,6 +12,7 @@
 //!
 //! Compatibility: the schema lives in [`schema`] as append-only migrations on `user_version`.
 
+pub mod blobs;
 mod cache;
 mod lock;
 pub mod log;
@@ -30,6 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+pub use blobs::{BlobId, BlobReader, BlobRecord, BlobWriter};
 pub use lock::WriterLock;
 pub use log::{Change, HistoryFilter, Transaction};
 pub use methods::{MethodRecord, NewMethod, Origin};
@@ -89,6 +91,8 @@ pub enum ImageError {
     HoldsMethod { oid: Oid, slot: String },
     #[error("no method {0} in this image")]
     NoSuchMethod(String),
+    #[error("no blob {0} in this image")]
+    NoSuchBlob(BlobId),
     #[error("no transaction {0} in this image")]
     NoSuchTransaction(TxId),
     #[error("the name `{name}` is already taken by object {holder}")]
@@ -137,6 +141,7 @@ impl ImageError {
             ImageError::NoSuchSlot { .. } => "no-such-slot",
             ImageError::HoldsMethod { .. } => "bad-request",
             ImageError::NoSuchMethod(_) => "no-such-method",
+            ImageError::NoSuchBlob(_) => "bad-request",
             ImageError::NoSuchTransaction(_) => "no-such-transaction",
             ImageError::SchemaViolation { .. } => "schema-violation",
             ImageError::Conflict { .. } | ImageError::Irreversible { .. } => "conflict",
@@ -656,6 +661,21 @@ impl Image {
         methods::versions(self.conn()?, oid, selector)
     }
 
+    /// The object with this name, if any.
+    pub fn named(&self, name: &str) -> Result<Option<Oid>, ImageError> {
+        self.db()?.named(name)
+    }
+
+    /// A sealed blob's row.
+    pub fn blob(&self, id: BlobId) -> Result<BlobRecord, ImageError> {
+        blobs::record(self.conn()?, id)
+    }
+
+    /// Reads a sealed blob as one stream, one checked chunk at a time.
+    pub fn blob_reader(&self, id: BlobId) -> Result<BlobReader<'_>, ImageError> {
+        BlobReader::open(self.conn()?, id)
+    }
+
     pub fn method_record(&self, id: MethodId) -> Result<MethodRecord, ImageError> {
         methods::by_id(self.conn()?, id)
     }
@@ -864,6 +884,12 @@ impl Tx {
 
     pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
         methods::wasm(self.conn()?, id)
+    }
+
+    /// Starts a new blob in this transaction: write its bytes, then [`BlobWriter::finish`].
+    pub fn blob_writer(&mut self, chunk_size: usize) -> Result<BlobWriter<'_>, ImageError> {
+        let tx = self.ensure_row()?;
+        BlobWriter::begin(self.conn()?, tx, chunk_size)
     }
 
     /// Stores a new version of `oid.selector` and points the slot at it.

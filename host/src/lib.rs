@@ -14,15 +14,20 @@
 //! - [`forge`]: one method's Rust source to a component, against the prebuilt guest SDK.
 //! - [`sandbox`]: running a method in a fresh wasmtime store, bounded, held to the covenant.
 //! - [`method`]: install (all the gates), send, revert, the genesis methods.
+//! - [`mind`]: the model in the image: GGUF import into chunked blobs, the tokenizer, the
+//!   inference thread.
 //! - [`protocol`]: requests as a closed enum, executed against the image.
 //! - [`server`]: `batos serve` (the ZeroMQ host) and the client the command line uses.
 //! - [`cli`]: the `batos` command line.
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod forge;
 pub mod guardian;
 pub mod image;
 pub mod method;
+pub mod mind;
 pub mod object;
 pub mod protocol;
 pub mod sandbox;

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
 use crate::method::{MethodError, Methods, Sent};
+use crate::mind::{GenerateRequest, MindError, MindInfo};
 use crate::object::{MethodId, ObjRef, Slot, TxId};
 
 /// The protocol's version, reported by `ping`.
@@ -130,12 +131,16 @@ pub enum Request {
         selector: String,
         version: i64,
     },
+    /// Text from the image's mind. Served by the host's inference thread, never by a worker.
+    Generate(GenerateRequest),
+    /// The mind's metadata.
+    Mind,
 }
 
 /// The ops [`Request`] knows, to tell `unknown-op` from a malformed known op.
 pub const OPS: &[&str] = &[
     "ping", "send", "create", "get", "set", "parents", "remove", "rename", "describe", "history",
-    "replay", "undo", "install", "methods", "method", "revert",
+    "replay", "undo", "install", "methods", "method", "revert", "generate", "mind",
 ];
 
 /// A failed request: a stable code and a message for a person.
@@ -161,6 +166,12 @@ impl Failure {
 
 impl From<ImageError> for Failure {
     fn from(e: ImageError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
+}
+
+impl From<MindError> for Failure {
+    fn from(e: MindError) -> Self {
         Failure::new(e.code(), e.to_string())
     }
 }
@@ -198,6 +209,12 @@ impl Request {
                 "`set` needs a `value` (use null for null)",
             ));
         }
+        if op == "generate" && !object.get("prompt").is_some_and(Value::is_string) {
+            return Err(Failure::new(
+                "bad-request",
+                "`generate` needs a `prompt` string",
+            ));
+        }
         Request::deserialize(payload)
             .map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))
     }
@@ -221,7 +238,9 @@ impl Request {
             | Request::History { .. }
             | Request::Replay { .. }
             | Request::Methods { .. }
-            | Request::Method { .. } => false,
+            | Request::Method { .. }
+            | Request::Generate(_)
+            | Request::Mind => false,
         }
     }
 }
@@ -361,6 +380,14 @@ pub fn execute(
             let oid = image.resolve(&to)?;
             Ok(json!({"tx": methods.revert(image, oid, &selector, version, actor)?}))
         }
+        Request::Mind => Ok(json!(MindInfo::read(image)?)),
+        // The host hands `generate` to its mind's thread before any worker sees it; reaching
+        // here means no mind runs.
+        Request::Generate(_) => Err(Failure::new(
+            "no-mind",
+            "no mind runs here: `batos serve` loads the image's mind unless told `--mind none`; \
+             offline, use `batos mind generate`",
+        )),
     }
 }
 

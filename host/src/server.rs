@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use crate::image::{Durability, Image, ImageError};
 use crate::method::{MethodError, Methods};
+use crate::mind::{self, MindError, MindSpec, Pending};
 use crate::protocol::{self, Failure, Request};
 
 /// What `batos serve` is told.
@@ -40,6 +41,12 @@ pub struct ServeOptions {
     pub max_message_bytes: i64,
     /// How long in-flight requests may finish after a shutdown signal.
     pub grace: Duration,
+    /// Which mind to run (`--mind`).
+    pub mind: MindSpec,
+    /// Where inference runs (`cpu`, `cuda`).
+    pub device: String,
+    /// How long a `generate` may run before it is cancelled.
+    pub generate_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +62,8 @@ pub enum ServerError {
         endpoint: String,
         source: zmq::Error,
     },
+    #[error(transparent)]
+    Mind(#[from] MindError),
     #[error("cannot start a worker: {0}")]
     Worker(std::io::Error),
 }
@@ -88,15 +97,53 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         if let Err(e) = methods.install_genesis(&mut primary) {
             // Half a genesis is no image: take it away, so the next start begins again.
             drop(primary);
-            for suffix in ["", "-wal", "-shm"] {
-                let mut path = options.image.as_os_str().to_owned();
-                path.push(suffix);
-                let _ = std::fs::remove_file(PathBuf::from(path));
-            }
+            remove_image_files(&options.image);
             return Err(e.into());
         }
         eprintln!("batos: created {} from genesis", options.image.display());
+        if options.mind == MindSpec::Image {
+            eprintln!("batos: importing the default mind");
+            let mut shown = 0;
+            let imported = mind::import_default(&mut primary, "genesis", &mut |done, total| {
+                let tenth = (done * 10).checked_div(total).unwrap_or(10);
+                if tenth > shown {
+                    shown = tenth;
+                    eprintln!("batos: importing the default mind: {}%", tenth * 10);
+                }
+            });
+            if let Err(e) = imported {
+                drop(primary);
+                remove_image_files(&options.image);
+                return Err(e.into());
+            }
+        }
     }
+    // The mind loads on its own thread, straight from its blob; it owns the model from then on.
+    let (mind, mind_thread) = match options.mind {
+        MindSpec::None => (None, None),
+        MindSpec::Image => {
+            let device = mind::device(&options.device)?;
+            let started = Instant::now();
+            match mind::start(&options.image, device)? {
+                Some((handle, thread)) => {
+                    eprintln!(
+                        "batos: mind {} ({}, {} parameters) loaded from the image in {:.2} s",
+                        handle.info().name,
+                        handle.info().quantization,
+                        handle.info().parameters,
+                        started.elapsed().as_secs_f64()
+                    );
+                    (Some(handle), Some(thread))
+                }
+                None => {
+                    eprintln!(
+                        "batos: this image has no mind (`batos mind import FILE.gguf` gives it one)"
+                    );
+                    (None, None)
+                }
+            }
+        }
+    };
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
     let mut reads = ReadCache::new(primary.commit_counter());
     // The absolute path, so a client can tell whether this is the image it means.
@@ -152,6 +199,19 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             .map_err(ServerError::Worker)?;
         workers.push(handle);
     }
+    // Generations go to the mind's thread, not to a worker; one relay waits on them in order
+    // (the mind runs them in order) and hands each reply back like a worker does.
+    let (relay_jobs, relay_queue) = mpsc::channel::<(Job, Pending)>();
+    let relay = {
+        let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+        push.connect(&replies_endpoint)
+            .map_err(zmq_err("connect replies"))?;
+        let abandon = Arc::clone(&abandon);
+        std::thread::Builder::new()
+            .name("batos-mind-relay".into())
+            .spawn(move || relay_generations(&relay_queue, &push, &abandon))
+            .map_err(ServerError::Worker)?
+    };
     eprintln!(
         "batos: serving {} on {} with {} workers (pid {})",
         image_name,
@@ -213,6 +273,22 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
+                if let Some(mind) = &mind
+                    && let Some(request) = generation(&job.payload)
+                {
+                    in_flight += 1;
+                    let pending =
+                        mind.generate(request, Some(Instant::now() + options.generate_timeout));
+                    if let Err(mpsc::SendError((job, _))) = relay_jobs.send((job, pending)) {
+                        in_flight -= 1;
+                        let failure = Failure::new("internal", "the mind's relay is gone");
+                        deliver(
+                            &router,
+                            job.reply_frames(failure_reply(&job.payload, &failure)),
+                        );
+                    }
+                    continue;
+                }
                 in_flight += 1;
                 if let Err(mpsc::SendError(job)) = jobs.send(job) {
                     in_flight -= 1;
@@ -228,7 +304,12 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // meanwhile is told the host is shutting down.
     abandon.store(true, Ordering::SeqCst);
     drop(jobs);
-    while !workers.iter().all(|w| w.is_finished()) {
+    drop(relay_jobs);
+    if let Some(mind) = &mind {
+        // A generation still running stops at its next token.
+        mind.stop();
+    }
+    while !(workers.iter().all(|w| w.is_finished()) && relay.is_finished()) {
         let mut items = [
             router.as_poll_item(zmq::POLLIN),
             replies.as_poll_item(zmq::POLLIN),
@@ -252,6 +333,11 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     }
     for worker in workers {
         let _ = worker.join();
+    }
+    let _ = relay.join();
+    drop(mind);
+    if let Some(thread) = mind_thread {
+        thread.join();
     }
     while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
         frames.remove(0);
@@ -297,6 +383,62 @@ fn deliver(router: &zmq::Socket, frames: Vec<Vec<u8>>) {
             _ => "send failed",
         };
         eprintln!("batos: reply to client {who} dropped: {why} ({e})");
+    }
+}
+
+/// The request, if `payload` is a well-formed `generate` (anything else goes to a worker, which
+/// answers errors the usual way).
+fn generation(payload: &[u8]) -> Option<mind::GenerateRequest> {
+    if !payload.windows(8).any(|w| w == b"generate") {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    match Request::decode(&value) {
+        Ok(Request::Generate(request)) => Some(request),
+        _ => None,
+    }
+}
+
+/// Waits on each generation in the order the mind runs them and hands back its reply.
+fn relay_generations(
+    queue: &mpsc::Receiver<(Job, Pending)>,
+    push: &zmq::Socket,
+    abandon: &AtomicBool,
+) {
+    while let Ok((job, pending)) = queue.recv() {
+        let outcome = pending.wait();
+        let reply = if abandon.load(Ordering::SeqCst) {
+            failure_reply(
+                &job.payload,
+                &Failure::new("shutting-down", "the host is shutting down"),
+            )
+        } else {
+            match outcome {
+                Ok(generation) => {
+                    let id = serde_json::from_slice::<Value>(&job.payload)
+                        .ok()
+                        .and_then(|v| v.get("id").cloned())
+                        .unwrap_or(Value::Null);
+                    json!({"id": id, "ok": true, "result": generation})
+                        .to_string()
+                        .into_bytes()
+                }
+                Err(e) => failure_reply(&job.payload, &Failure::from(e)),
+            }
+        };
+        let mut frames = job.reply_frames(reply);
+        frames.insert(0, Vec::new());
+        if let Err(e) = push.send_multipart(frames.iter(), 0) {
+            eprintln!("batos: the mind's relay could not hand back a reply: {e}");
+        }
+    }
+}
+
+fn remove_image_files(image: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = image.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(path));
     }
 }
 

@@ -80,7 +80,7 @@ def main():
     echo.terminate()
 
     with tempfile.TemporaryDirectory() as directory:
-        host = subprocess.Popen([args.batos, "--image", f"{directory}/image.db", "serve", "--bind", "tcp://127.0.0.1:5802"],
+        host = subprocess.Popen([args.batos, "--image", f"{directory}/image.db", "serve", "--mind", "none", "--bind", "tcp://127.0.0.1:5802"],
                                 stderr=subprocess.PIPE, text=True)
         for line in host.stderr:
             if "serving" in line:

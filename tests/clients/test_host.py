@@ -26,7 +26,7 @@ def free_port():
 def start(directory):
     endpoint = f"tcp://127.0.0.1:{free_port()}"
     host = subprocess.Popen(
-        [BATOS, "--image", f"{directory}/image.db", "--durability", "normal", "serve", "--bind", endpoint],
+        [BATOS, "--image", f"{directory}/image.db", "--durability", "normal", "serve", "--mind", "none", "--bind", endpoint],
         stderr=subprocess.PIPE, text=True)
     for line in host.stderr:
         if "serving" in line:

@@ -83,6 +83,35 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER methods_never_deleted BEFORE DELETE ON methods
         BEGIN SELECT RAISE(ABORT, 'installed methods are immutable'); END;
     "#,
+    // 3: large immutable values (a mind's weights) as chunks, each with its own sha256. A blob
+    // row is written first and sealed (complete = 1) with its size and hash after its last chunk;
+    // once sealed, neither it nor its chunks ever change.
+    r#"
+    CREATE TABLE blobs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        sha256     TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        chunk_size INTEGER NOT NULL CHECK (chunk_size > 0),
+        chunks     INTEGER NOT NULL,
+        complete   INTEGER NOT NULL CHECK (complete IN (0, 1)),
+        tx         INTEGER NOT NULL REFERENCES transactions(tx)
+    );
+    CREATE TABLE blob_chunks (
+        blob   INTEGER NOT NULL REFERENCES blobs(id),
+        seq    INTEGER NOT NULL,
+        sha256 BLOB NOT NULL,
+        data   BLOB NOT NULL,
+        PRIMARY KEY (blob, seq)
+    );
+    CREATE TRIGGER blobs_sealed BEFORE UPDATE ON blobs WHEN OLD.complete = 1
+        BEGIN SELECT RAISE(ABORT, 'a sealed blob is immutable'); END;
+    CREATE TRIGGER blobs_never_deleted BEFORE DELETE ON blobs
+        BEGIN SELECT RAISE(ABORT, 'blobs are immutable'); END;
+    CREATE TRIGGER blob_chunks_never_updated BEFORE UPDATE ON blob_chunks
+        BEGIN SELECT RAISE(ABORT, 'blob chunks are immutable'); END;
+    CREATE TRIGGER blob_chunks_never_deleted BEFORE DELETE ON blob_chunks
+        BEGIN SELECT RAISE(ABORT, 'blob chunks are immutable'); END;
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -1,8 +1,7 @@
 //! The host as clients see it: a real `batos serve` process, real ZeroMQ DEALER and REQ clients
 //! (libzmq through the `zmq` crate), a real image file.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -10,105 +9,7 @@ use batos::image::{Durability, Image};
 use batos::object::ObjRef;
 use serde_json::{Value, json};
 
-use crate::support::{Scratch, integrity_ok, stderr, stdout};
-
-/// A running `batos serve` on a loopback TCP port, with its image in a scratch directory.
-struct Host {
-    child: Child,
-    endpoint: String,
-    scratch: Scratch,
-    /// The host's log after it said it serves.
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Host {
-    fn start(durability: &str) -> Host {
-        Self::start_in(Scratch::new(), durability)
-    }
-
-    fn start_in(scratch: Scratch, durability: &str) -> Host {
-        // Loopback TCP on a port the kernel just handed out (and we handed back).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let endpoint = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_batos"))
-            .arg("--image")
-            .arg(scratch.image_path())
-            .args([
-                "--durability",
-                durability,
-                "serve",
-                "--bind",
-                &endpoint,
-                "--workers",
-                "4",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("batos serve starts");
-        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        for line in lines.by_ref() {
-            let line = line.expect("host log");
-            if line.contains("serving") {
-                break;
-            }
-        }
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if let Ok(mut log) = sink.lock() {
-                    log.push(line);
-                }
-            }
-        });
-        Host {
-            child,
-            endpoint,
-            scratch,
-            log,
-        }
-    }
-
-    fn dealer(&self) -> zmq::Socket {
-        let socket = zmq::Context::new().socket(zmq::DEALER).expect("dealer");
-        socket.set_linger(0).expect("linger");
-        socket.connect(&self.endpoint).expect("connect");
-        socket
-    }
-
-    /// Gives up the host (already stopped) but keeps its directory and image.
-    fn into_scratch(mut self) -> Scratch {
-        std::mem::replace(&mut self.scratch, Scratch::new())
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().expect("host exits")
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// One request over a DEALER, waiting for its reply.
-fn ask(socket: &zmq::Socket, request: Value) -> Value {
-    socket
-        .send(request.to_string().as_bytes(), 0)
-        .expect("send");
-    let reply = socket.recv_bytes(0).expect("reply");
-    serde_json::from_slice(&reply).expect("reply is JSON")
-}
+use crate::support::{Host, ask, integrity_ok, stderr, stdout};
 
 fn raw(socket: &zmq::Socket, payload: &[u8]) -> Value {
     socket.send(payload, 0).expect("send");

@@ -6,5 +6,6 @@ mod host;
 mod image;
 mod lifecycle;
 mod methods;
+mod mind;
 mod replay_property;
 mod support;

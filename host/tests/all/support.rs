@@ -4,8 +4,15 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+
+use serde_json::Value;
 
 use batos::image::{Durability, Image};
+
+/// Images made by these tests have no mind unless a test asks for one: importing the model into
+/// every scratch image would cost time and disk for nothing (tests/mind covers the mind).
+pub const MIND: &str = "none";
 
 /// A fresh directory with a path for an image in it (the image is not created).
 pub struct Scratch {
@@ -41,6 +48,7 @@ impl Scratch {
             .arg(self.image_path())
             .arg("--endpoint")
             .arg(endpoint)
+            .env("BATOS_MIND", MIND)
             .args(args)
             .output()
             .expect("batos runs")
@@ -52,6 +60,7 @@ pub fn batos_at(image: &Path, args: &[&str]) -> Output {
         .arg("--offline")
         .arg("--image")
         .arg(image)
+        .env("BATOS_MIND", MIND)
         .args(args)
         .output()
         .expect("batos runs")
@@ -108,4 +117,108 @@ pub fn integrity_ok(image: &Path) {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("integrity_check");
     assert_eq!(check, "ok");
+}
+
+/// A running `batos serve` on a loopback TCP port, with its image in a scratch directory.
+pub struct Host {
+    pub child: Child,
+    pub endpoint: String,
+    pub scratch: Scratch,
+    /// The host's log after it said it serves.
+    pub log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Host {
+    pub fn start(durability: &str) -> Host {
+        Self::start_in(Scratch::new(), durability)
+    }
+
+    pub fn start_in(scratch: Scratch, durability: &str) -> Host {
+        Self::start_with(scratch, durability, MIND)
+    }
+
+    /// A host running `mind` (`none`, `image`, ...).
+    pub fn start_with(scratch: Scratch, durability: &str, mind: &str) -> Host {
+        // Loopback TCP on a port the kernel just handed out (and we handed back).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let endpoint = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_batos"))
+            .env("BATOS_MIND", mind)
+            .arg("--image")
+            .arg(scratch.image_path())
+            .args([
+                "--durability",
+                durability,
+                "serve",
+                "--bind",
+                &endpoint,
+                "--workers",
+                "4",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("batos serve starts");
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        for line in lines.by_ref() {
+            let line = line.expect("host log");
+            if line.contains("serving") {
+                break;
+            }
+        }
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push(line);
+                }
+            }
+        });
+        Host {
+            child,
+            endpoint,
+            scratch,
+            log,
+        }
+    }
+
+    pub fn dealer(&self) -> zmq::Socket {
+        let socket = zmq::Context::new().socket(zmq::DEALER).expect("dealer");
+        socket.set_linger(0).expect("linger");
+        socket.connect(&self.endpoint).expect("connect");
+        socket
+    }
+
+    /// Gives up the host (already stopped) but keeps its directory and image.
+    pub fn into_scratch(mut self) -> Scratch {
+        std::mem::replace(&mut self.scratch, Scratch::new())
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("host exits")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One request over a DEALER, waiting for its reply.
+pub fn ask(socket: &zmq::Socket, request: Value) -> Value {
+    socket
+        .send(request.to_string().as_bytes(), 0)
+        .expect("send");
+    let reply = socket.recv_bytes(0).expect("reply");
+    serde_json::from_slice(&reply).expect("reply is JSON")
 }

