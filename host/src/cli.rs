@@ -259,6 +259,9 @@ pub enum MindCommand {
         /// Stop before this text (repeatable).
         #[arg(long)]
         stop: Vec<String>,
+        /// Never end the turn early: generate exactly --max-tokens (for benchmarks).
+        #[arg(long)]
+        ignore_eos: bool,
         /// Load this GGUF file instead of the image's mind (to compare the two).
         #[arg(long)]
         file: Option<PathBuf>,
@@ -357,6 +360,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 system,
                 raw,
                 stop,
+                ignore_eos,
                 file,
                 device,
             } => {
@@ -370,6 +374,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     top_p,
                     repeat_penalty,
                     stop,
+                    ignore_eos,
                     ..GenerateRequest::default()
                 };
                 return generate(&global, request, file.as_deref(), &device);

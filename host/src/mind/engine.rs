@@ -131,6 +131,8 @@ pub struct GenerateRequest {
     pub repeat_last_n: usize,
     /// Generation stops before the first of these, which is not part of the text.
     pub stop: Vec<String>,
+    /// Never end the turn: always generate `max_tokens` (benchmarks, like llama.cpp's option).
+    pub ignore_eos: bool,
 }
 
 impl Default for GenerateRequest {
@@ -146,6 +148,7 @@ impl Default for GenerateRequest {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             stop: Vec::new(),
+            ignore_eos: false,
         }
     }
 }
@@ -371,7 +374,19 @@ impl Engine {
         request: &GenerateRequest,
         history: &[u32],
     ) -> Result<u32, MindError> {
-        let logits = logits.squeeze(0).map_err(candle_error)?;
+        let mut logits = logits.squeeze(0).map_err(candle_error)?;
+        if request.ignore_eos {
+            let mut scores: Vec<f32> = logits
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|l| l.to_vec1())
+                .map_err(candle_error)?;
+            for id in &self.end_ids {
+                if let Some(score) = scores.get_mut(*id as usize) {
+                    *score = f32::NEG_INFINITY;
+                }
+            }
+            logits = Tensor::new(scores, &self.device).map_err(candle_error)?;
+        }
         let logits = if (request.repeat_penalty - 1.0).abs() < f32::EPSILON {
             logits
         } else {
