@@ -19,7 +19,7 @@ use crate::method::Methods;
 use crate::mind::{
     self, Engine, GenerateRequest, ImportOptions, MindError, MindInfo, MindSpec, Quantize, weights,
 };
-use crate::object::{ObjRef, TxId};
+use crate::object::{ObjRef, Oid, TxId};
 use crate::protocol::{self, Failure, Refs, Request};
 use crate::sandbox::Limits;
 use crate::server::client::Client;
@@ -97,6 +97,17 @@ pub enum Command {
         #[arg(long, default_value_t = 300)]
         generate_timeout: u64,
     },
+    /// List the cognitive cycles, oldest first; or export a fine-tuning set.
+    Cycles {
+        /// Only the newest N.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Write the prompt/completion pairs of successful cycles to FILE.jsonl.
+        #[arg(long)]
+        export: Option<PathBuf>,
+    },
+    /// One cycle's transcript: every transition, prompt, completion, diagnostic and timing.
+    Cycle { id: i64 },
     /// The mind: the model that lives in the image.
     Mind {
         #[command(subcommand)]
@@ -284,7 +295,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 .map_err(Failure::from)
                 .and_then(|_| match mind {
                     MindSpec::Image => import_default_mind(&mut image).map(Some),
-                    MindSpec::None => Ok(None),
+                    MindSpec::None | MindSpec::Scripted(_) => Ok(None),
                 });
             let info = match made {
                 Ok(info) => info,
@@ -380,6 +391,15 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 return generate(&global, request, file.as_deref(), &device);
             }
         },
+        Command::Cycles {
+            limit,
+            export: Some(path),
+        } => return export_cycles(&global, limit, &path),
+        Command::Cycles {
+            limit,
+            export: None,
+        } => Request::Cycles { limit },
+        Command::Cycle { id } => Request::Cycle { id: Oid(id) },
         Command::Ping => Request::Ping,
         Command::Create { from, name, slots } => Request::Create {
             from: Refs::Many(from),
@@ -507,6 +527,38 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let shown = request.clone();
     let result = backend.execute(request)?;
     print(&global, &result, || render(&shown, &result));
+    Ok(())
+}
+
+/// `batos cycles --export FILE`: prompt/completion pairs of successful cycles, one per line.
+fn export_cycles(
+    global: &Global,
+    limit: Option<usize>,
+    path: &std::path::Path,
+) -> Result<(), Failure> {
+    if limit.is_some() {
+        return Err(Failure::new(
+            "bad-request",
+            "--export takes every successful cycle; drop --limit",
+        ));
+    }
+    let image = Image::open_read_only(&global.image)?;
+    let pairs = crate::cognition::export(&image)?;
+    let mut text = String::new();
+    for pair in &pairs {
+        text.push_str(&pair.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text)
+        .map_err(|e| Failure::new("internal", format!("cannot write {}: {e}", path.display())))?;
+    let result = json!({"file": path.display().to_string(), "pairs": pairs.len()});
+    print(global, &result, || {
+        format!(
+            "wrote {} prompt/completion pairs to {}",
+            pairs.len(),
+            path.display()
+        )
+    });
     Ok(())
 }
 
@@ -960,6 +1012,76 @@ fn render(request: &Request, result: &Value) -> String {
         ),
         Request::Get { .. } | Request::Send { .. } | Request::Method { .. } => pretty(result),
         Request::Generate(_) => result["text"].as_str().unwrap_or_default().to_owned(),
+        Request::Cycles { .. } => {
+            let rows: Vec<String> = result
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:>5}  {}.{}  {}  attempts {}  {}  {}",
+                        c["id"],
+                        c["object"],
+                        c["selector"].as_str().unwrap_or(""),
+                        c["state"].as_str().unwrap_or(""),
+                        c["attempts"],
+                        c["started"].as_str().unwrap_or(""),
+                        match c["state"].as_str() {
+                            Some("complete") => format!("method {}", c["outcome"]["method"]),
+                            Some("failed") =>
+                                c["outcome"]["reason"].as_str().unwrap_or("").to_owned(),
+                            _ => String::new(),
+                        }
+                    )
+                })
+                .collect();
+            if rows.is_empty() {
+                "(no cycles)".into()
+            } else {
+                rows.join("\n")
+            }
+        }
+        Request::Cycle { .. } => {
+            let mut out = format!(
+                "cycle {}: {}.{} — {} after {} attempt(s)\n",
+                result["id"],
+                result["object"],
+                result["selector"].as_str().unwrap_or(""),
+                result["state"].as_str().unwrap_or(""),
+                result["attempts"]
+            );
+            for e in result["events"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let data = &e["data"];
+                let line = match e["kind"].as_str().unwrap_or("") {
+                    "transition" => format!("→ {}", data["to"].as_str().unwrap_or("")),
+                    "prompt" => format!(
+                        "prompt to {}:\n{}",
+                        data["persona"].as_str().unwrap_or(""),
+                        data["prompt"].as_str().unwrap_or("")
+                    ),
+                    "completion" => format!(
+                        "completion by {} ({} tokens, {:.0} ms):\n{}",
+                        data["persona"].as_str().unwrap_or(""),
+                        data["tokens"],
+                        data["millis"].as_f64().unwrap_or(0.0),
+                        data["completion"].as_str().unwrap_or("")
+                    ),
+                    "diagnostic" => format!(
+                        "diagnostic ({}): {}",
+                        data["stage"].as_str().unwrap_or(""),
+                        data["error"].as_str().unwrap_or("")
+                    ),
+                    kind => format!("{kind}: {data}"),
+                };
+                out.push_str(&format!("[{}] {line}\n", e["at"].as_str().unwrap_or("")));
+            }
+            out
+        }
         Request::Mind => {
             let field = |k: &str| match &result[k] {
                 Value::String(s) => s.clone(),

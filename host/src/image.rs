@@ -666,6 +666,58 @@ impl Image {
         self.db()?.named(name)
     }
 
+    /// Appends one event to a cycle's transcript, committed on its own (outside any
+    /// transaction); answers the event as stored, with its sequence number and time.
+    pub fn append_cycle_event(
+        &mut self,
+        cycle: Oid,
+        kind: &str,
+        data: &Value,
+    ) -> Result<Value, ImageError> {
+        if self.access != Access::Write {
+            return Err(ImageError::ReadOnly);
+        }
+        let conn = self.conn()?;
+        let (seq, at): (i64, String) = conn
+            .prepare_cached(
+                "INSERT INTO cycle_events (cycle, seq, at, kind, data)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM cycle_events WHERE cycle = ?1),
+                         strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), ?2, ?3)
+                 RETURNING seq, at",
+            )?
+            .query_row(params![cycle.0, kind, data.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(serde_json::json!({"cycle": cycle, "seq": seq, "at": at, "kind": kind, "data": data}))
+    }
+
+    /// A cycle's transcript, oldest first.
+    pub fn cycle_events(&self, cycle: Oid) -> Result<Vec<Value>, ImageError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, kind, data FROM cycle_events WHERE cycle = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([cycle.0], |r| {
+            let data: String = r.get(3)?;
+            Ok(serde_json::json!({
+                "seq": r.get::<_, i64>(0)?,
+                "at": r.get::<_, String>(1)?,
+                "kind": r.get::<_, String>(2)?,
+                "data": serde_json::from_str::<Value>(&data).unwrap_or(Value::String(data)),
+            }))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The objects whose parents include `parent`, oldest first.
+    pub fn children_of(&self, parent: Oid) -> Result<Vec<Oid>, ImageError> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT DISTINCT oid FROM parents WHERE parent = ?1 ORDER BY oid")?;
+        let rows = stmt.query_map([parent.0], |r| Ok(Oid(r.get(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// A sealed blob's row.
     pub fn blob(&self, id: BlobId) -> Result<BlobRecord, ImageError> {
         blobs::record(self.conn()?, id)

@@ -16,6 +16,8 @@
 //! - [`method`]: install (all the gates), send, revert, the genesis methods.
 //! - [`mind`]: the model in the image: GGUF import into chunked blobs, the tokenizer, the
 //!   inference thread.
+//! - [`cognition`]: doesNotUnderstand as a mandate: the cognitive cycle that writes, checks and
+//!   installs a missing method, its personas and its transcripts.
 //! - [`protocol`]: requests as a closed enum, executed against the image.
 //! - [`server`]: `batos serve` (the ZeroMQ host) and the client the command line uses.
 //! - [`cli`]: the `batos` command line.
@@ -23,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cognition;
 pub mod forge;
 pub mod guardian;
 pub mod image;

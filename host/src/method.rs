@@ -100,6 +100,17 @@ pub struct Installed {
     pub report: Value,
 }
 
+/// A method compiled and through the source and component gates, not yet installed.
+#[derive(Debug)]
+pub struct Built {
+    pub source: String,
+    pub wasm: Vec<u8>,
+    pub sha256: String,
+    /// The guardian's report; cognition adds the cycle it came from.
+    pub report: Value,
+    pub component: wasmtime::component::Component,
+}
+
 /// What a send produced.
 #[derive(Debug, Clone)]
 pub enum Sent {
@@ -232,6 +243,66 @@ impl Methods {
             version,
             tx,
             report,
+        })
+    }
+
+    /// Installs an already built method and sends it the message it was written for, in one
+    /// transaction: both commit together, or (the call fails) neither does, so a method that
+    /// fails on its first message is never installed. `report` is the build's report.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_and_send(
+        &self,
+        image: &mut Image,
+        target: Oid,
+        selector: &str,
+        built: &Built,
+        origin: Origin,
+        args: Vec<Value>,
+        actor: &str,
+        note: &str,
+    ) -> Result<(Installed, CallReport), MethodError> {
+        check_selector(selector)?;
+        let contract = contract();
+        let sandbox = Arc::clone(self.sandbox()?);
+        let (((method, version), report), tx) = image.transact(actor, note, |tx| {
+            let (method, version) = tx.install_method(
+                target,
+                selector,
+                &NewMethod {
+                    source: &built.source,
+                    wasm: &built.wasm,
+                    sha256: &built.sha256,
+                    contract: &contract,
+                    report: &built.report,
+                    origin,
+                },
+            )?;
+            // Method ids are never reused, so a rolled-back install leaves nothing wrong here.
+            sandbox.remember(method, &built.component)?;
+            let call = Call::new(method, target, args, sandbox.limits());
+            let report = sandbox.invoke(tx, call).map_err(MethodError::from)?;
+            Ok::<_, MethodError>(((method, version), report))
+        })?;
+        Ok((
+            Installed {
+                method,
+                version,
+                tx,
+                report: built.report.clone(),
+            },
+            report,
+        ))
+    }
+
+    /// [`Methods::build`], kept together for [`Methods::install_and_send`].
+    pub fn build_method(&self, source: &str) -> Result<Built, MethodError> {
+        let (wasm, sha256, report, component) = self.build(source)?;
+        Ok(Built {
+            source: source.to_owned(),
+            wasm,
+            sha256,
+            report,
+            component,
         })
     }
 

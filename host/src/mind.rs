@@ -8,6 +8,7 @@
 //!   tokens through a channel, and may cancel.
 
 pub mod engine;
+pub mod scripted;
 pub mod tokenizer;
 pub mod weights;
 pub mod worker;
@@ -51,6 +52,8 @@ pub enum MindSpec {
     Image,
     /// No mind: no import, no generation, no synthesis.
     None,
+    /// A test facility: completions from a JSON-lines script (see [`scripted`]).
+    Scripted(PathBuf),
 }
 
 impl FromStr for MindSpec {
@@ -59,8 +62,69 @@ impl FromStr for MindSpec {
         match s {
             "image" => Ok(MindSpec::Image),
             "none" => Ok(MindSpec::None),
-            other => Err(format!("`{other}` is not a mind: use `image` or `none`")),
+            other => match other.strip_prefix("scripted:") {
+                Some(path) if !path.is_empty() => Ok(MindSpec::Scripted(PathBuf::from(path))),
+                _ => Err(format!(
+                    "`{other}` is not a mind: use `image`, `none` or `scripted:FILE`"
+                )),
+            },
         }
+    }
+}
+
+/// One completion for cognition.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Completion {
+    pub text: String,
+    /// Tokens generated (0 for a scripted mind).
+    pub tokens: usize,
+    pub millis: f64,
+}
+
+/// What cognition asks of a mind: a completion for a system text and a prompt.
+pub trait Completer: Send + Sync + std::fmt::Debug {
+    fn complete(
+        &self,
+        system: &str,
+        prompt: &str,
+        max_tokens: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Completion, MindError>;
+
+    /// What the transcript calls this mind.
+    fn label(&self) -> String;
+}
+
+impl Completer for MindHandle {
+    fn complete(
+        &self,
+        system: &str,
+        prompt: &str,
+        max_tokens: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<Completion, MindError> {
+        let started = std::time::Instant::now();
+        let request = GenerateRequest {
+            prompt: prompt.to_owned(),
+            system: Some(system.to_owned()),
+            max_tokens,
+            ..GenerateRequest::default()
+        };
+        let generation = self.generate(request, deadline).wait()?;
+        if generation.stop == StopReason::Cancelled {
+            return Err(MindError::Inference(
+                "the generation was cancelled (time limit or shutdown)".into(),
+            ));
+        }
+        Ok(Completion {
+            text: generation.text,
+            tokens: generation.tokens,
+            millis: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    fn label(&self) -> String {
+        format!("{} ({})", self.info().name, self.info().quantization)
     }
 }
 
@@ -79,7 +143,7 @@ pub fn device(name: &str) -> Result<Device, MindError> {
 }
 
 /// Imports the default model into a new image (what `init` and `serve` do unless `--mind none`),
-/// checking its pinned sha256.
+/// checking its pinned sha256, requantized to Q8_0.
 pub fn import_default(
     image: &mut crate::image::Image,
     actor: &str,
@@ -90,6 +154,8 @@ pub fn import_default(
         return Err(MindError::NoDefaultModel(path));
     }
     let options = ImportOptions {
+        // Requantized at import: candle runs Q8_0 with SIMD and Q4_1 without (see the README).
+        quantize: Some(Quantize::Q8_0),
         expect_sha256: std::env::var_os("BATOS_MODEL")
             .is_none()
             .then(|| DEFAULT_MODEL_SHA256.to_owned()),

@@ -7,10 +7,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::cognition::{self, CognitionError};
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
 use crate::method::{MethodError, Methods, Sent};
 use crate::mind::{GenerateRequest, MindError, MindInfo};
-use crate::object::{MethodId, ObjRef, Slot, TxId};
+use crate::object::{MethodId, ObjRef, Oid, Slot, TxId};
 
 /// The protocol's version, reported by `ping`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -135,12 +136,22 @@ pub enum Request {
     Generate(GenerateRequest),
     /// The mind's metadata.
     Mind,
+    /// Cognitive cycles, oldest first (the newest `limit`).
+    Cycles {
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    /// One cycle's full transcript.
+    Cycle {
+        id: Oid,
+    },
 }
 
 /// The ops [`Request`] knows, to tell `unknown-op` from a malformed known op.
 pub const OPS: &[&str] = &[
     "ping", "send", "create", "get", "set", "parents", "remove", "rename", "describe", "history",
-    "replay", "undo", "install", "methods", "method", "revert", "generate", "mind",
+    "replay", "undo", "install", "methods", "method", "revert", "generate", "mind", "cycles",
+    "cycle",
 ];
 
 /// A failed request: a stable code and a message for a person.
@@ -166,6 +177,12 @@ impl Failure {
 
 impl From<ImageError> for Failure {
     fn from(e: ImageError) -> Self {
+        Failure::new(e.code(), e.to_string())
+    }
+}
+
+impl From<CognitionError> for Failure {
+    fn from(e: CognitionError) -> Self {
         Failure::new(e.code(), e.to_string())
     }
 }
@@ -240,7 +257,9 @@ impl Request {
             | Request::Methods { .. }
             | Request::Method { .. }
             | Request::Generate(_)
-            | Request::Mind => false,
+            | Request::Mind
+            | Request::Cycles { .. }
+            | Request::Cycle { .. } => false,
         }
     }
 }
@@ -381,6 +400,8 @@ pub fn execute(
             Ok(json!({"tx": methods.revert(image, oid, &selector, version, actor)?}))
         }
         Request::Mind => Ok(json!(MindInfo::read(image)?)),
+        Request::Cycles { limit } => Ok(json!(cognition::list(image, limit)?)),
+        Request::Cycle { id } => Ok(cognition::transcript(image, id)?),
         // The host hands `generate` to its mind's thread before any worker sees it; reaching
         // here means no mind runs.
         Request::Generate(_) => Err(Failure::new(

@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::cognition::{self, CognitionError, Journal, Mission, Outcome};
 use crate::image::{Durability, Image, ImageError};
 use crate::method::{MethodError, Methods};
-use crate::mind::{self, MindError, MindSpec, Pending};
+use crate::mind::scripted::ScriptedMind;
+use crate::mind::{self, Completer, MindError, MindSpec, Pending};
+use crate::object::Oid;
 use crate::protocol::{self, Failure, Request};
 
 /// What `batos serve` is told.
@@ -64,6 +67,8 @@ pub enum ServerError {
     },
     #[error(transparent)]
     Mind(#[from] MindError),
+    #[error(transparent)]
+    Cognition(#[from] CognitionError),
     #[error("cannot start a worker: {0}")]
     Worker(std::io::Error),
 }
@@ -119,8 +124,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         }
     }
     // The mind loads on its own thread, straight from its blob; it owns the model from then on.
-    let (mind, mind_thread) = match options.mind {
-        MindSpec::None => (None, None),
+    let (mind, mind_thread) = match &options.mind {
+        MindSpec::None | MindSpec::Scripted(_) => (None, None),
         MindSpec::Image => {
             let device = mind::device(&options.device)?;
             let started = Instant::now();
@@ -144,6 +149,27 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             }
         }
     };
+    // Cognition: cycles a crashed host left open are failed first; then, with a mind, the
+    // personas and states exist and a cognition thread writes missing methods.
+    let journal = Journal::beside(Some(&options.image));
+    let recovered = cognition::recover(&mut primary, &journal)?;
+    if recovered > 0 {
+        eprintln!(
+            "batos: {recovered} cycle(s) left unfinished by an earlier host are marked failed"
+        );
+    }
+    let completer: Option<Arc<dyn Completer>> = match (&options.mind, &mind) {
+        (MindSpec::Scripted(path), _) => {
+            let scripted = ScriptedMind::load(path)?;
+            eprintln!("batos: mind {} (a test facility)", scripted.label());
+            Some(Arc::new(scripted))
+        }
+        (_, Some(handle)) => Some(Arc::new(handle.clone())),
+        _ => None,
+    };
+    if completer.is_some() {
+        cognition::ensure_objects(&mut primary)?;
+    }
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
     let mut reads = ReadCache::new(primary.commit_counter());
     // The absolute path, so a client can tell whether this is the image it means.
@@ -179,6 +205,31 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // Set when the grace period is over: work still queued is answered `shutting-down`.
     let abandon = Arc::new(AtomicBool::new(false));
     let queue = Arc::new(Mutex::new(queue));
+    let cognizer = completer.as_ref().map(|_| Arc::new(Cognizer::default()));
+    let (missions, mission_queue) = mpsc::channel::<Key>();
+    let thinker = match (&completer, &cognizer) {
+        (Some(completer), Some(cognizer)) => {
+            let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+            push.connect(&replies_endpoint)
+                .map_err(zmq_err("connect replies"))?;
+            let thinker = Thinker {
+                image: primary.open_sibling(options.durability)?,
+                methods: Arc::clone(&methods),
+                mind: Arc::clone(completer),
+                journal: journal.clone(),
+                stop: Arc::clone(&abandon),
+                cognizer: Arc::clone(cognizer),
+                replies: push,
+            };
+            Some(
+                std::thread::Builder::new()
+                    .name("batos-cognition".into())
+                    .spawn(move || thinker.run(&mission_queue))
+                    .map_err(ServerError::Worker)?,
+            )
+        }
+        _ => None,
+    };
     let mut workers = Vec::new();
     for n in 0..options.workers.max(1) {
         let image = primary.open_sibling(options.durability)?;
@@ -192,6 +243,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             replies: push,
             newest: Arc::clone(&newest),
             abandon: Arc::clone(&abandon),
+            cognition: cognizer.as_ref().map(|c| (Arc::clone(c), missions.clone())),
         };
         let handle = std::thread::Builder::new()
             .name(format!("batos-worker-{n}"))
@@ -305,11 +357,15 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     abandon.store(true, Ordering::SeqCst);
     drop(jobs);
     drop(relay_jobs);
+    drop(missions);
     if let Some(mind) = &mind {
         // A generation still running stops at its next token.
         mind.stop();
     }
-    while !(workers.iter().all(|w| w.is_finished()) && relay.is_finished()) {
+    while !(workers.iter().all(|w| w.is_finished())
+        && relay.is_finished()
+        && thinker.as_ref().is_none_or(|t| t.is_finished()))
+    {
         let mut items = [
             router.as_poll_item(zmq::POLLIN),
             replies.as_poll_item(zmq::POLLIN),
@@ -335,6 +391,9 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         let _ = worker.join();
     }
     let _ = relay.join();
+    if let Some(thinker) = thinker {
+        let _ = thinker.join();
+    }
     drop(mind);
     if let Some(thread) = mind_thread {
         thread.join();
@@ -479,6 +538,8 @@ struct Worker {
     replies: zmq::Socket,
     newest: Arc<AtomicI64>,
     abandon: Arc<AtomicBool>,
+    /// Where messages nobody understands go, when a mind runs.
+    cognition: Option<(Arc<Cognizer>, mpsc::Sender<Key>)>,
 }
 
 impl Worker {
@@ -498,8 +559,23 @@ impl Worker {
             } else {
                 let actor = format!("client:{}", hex::encode(&job.identity));
                 let before = self.image.commit_count();
-                let (reply, read) =
-                    answer_read(&mut self.image, &self.methods, &job.payload, &actor);
+                let answer = answer_with(
+                    &mut self.image,
+                    &self.methods,
+                    &job.payload,
+                    &actor,
+                    self.cognition.is_some(),
+                );
+                let (reply, read) = match answer {
+                    Answer::Reply(reply, read) => (reply, read),
+                    Answer::Missing(mission) => {
+                        if let Some((cognizer, queue)) = &self.cognition {
+                            // The cognition thread answers this one when its cycle ends.
+                            cognizer.submit(queue, job, mission);
+                        }
+                        continue;
+                    }
+                };
                 // A read's result is worth keeping only if no commit happened while it ran.
                 if let Some((key, result)) = read
                     && self.image.commit_count() == before
@@ -609,15 +685,62 @@ fn answer_read(
     payload: &[u8],
     actor: &str,
 ) -> (Vec<u8>, Option<(String, String)>) {
+    match answer_with(image, methods, payload, actor, false) {
+        Answer::Reply(reply, read) => (reply, read),
+        Answer::Missing(_) => (
+            failure_reply(payload, &Failure::new("internal", "no cognition here")),
+            None,
+        ),
+    }
+}
+
+/// What a worker does with a request.
+enum Answer {
+    /// Reply now (and, for a read, what the socket thread may keep).
+    Reply(Vec<u8>, Option<(String, String)>),
+    /// A send nobody understood, for cognition.
+    Missing(Mission),
+}
+
+/// [`answer_read`], except that with `cognition` a send that finds no slot becomes a mission.
+fn answer_with(
+    image: &mut Image,
+    methods: &Methods,
+    payload: &[u8],
+    actor: &str,
+    cognition: bool,
+) -> Answer {
     let value: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {
             let failure = Failure::new("bad-request", format!("the request is not JSON: {e}"));
-            return (failure_reply(payload, &failure), None);
+            return Answer::Reply(failure_reply(payload, &failure), None);
         }
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let mut missing: Option<Mission> = None;
     let outcome = Request::decode(&value).and_then(|request| {
+        if cognition
+            && let Request::Send {
+                to,
+                selector,
+                args,
+                intent,
+            } = &request
+        {
+            missing = Some(Mission {
+                receiver: Oid(0),
+                selector: selector.clone(),
+                args: args.clone(),
+                intent: intent.clone(),
+                actor: actor.to_owned(),
+            });
+            if let Ok(receiver) = image.resolve(to)
+                && let Some(m) = missing.as_mut()
+            {
+                m.receiver = receiver;
+            }
+        }
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             protocol::execute(image, methods, request, actor)
         }))
@@ -636,11 +759,156 @@ fn answer_read(
         Ok(result) => {
             let text = result.to_string();
             let reply = format!("{{\"id\":{id},\"ok\":true,\"result\":{text}}}").into_bytes();
-            (reply, read_key(&value).map(|key| (key, text)))
+            Answer::Reply(reply, read_key(&value).map(|key| (key, text)))
         }
         Err(failure) => {
+            if failure.code == "does-not-understand"
+                && let Some(mission) = missing
+                && mission.receiver != Oid(0)
+            {
+                return Answer::Missing(mission);
+            }
             let reply = json!({"id": id, "ok": false, "error": failure.to_json()});
-            (reply.to_string().into_bytes(), None)
+            Answer::Reply(reply.to_string().into_bytes(), None)
+        }
+    }
+}
+
+/// A receiver and a selector: messages with the same key share one cycle.
+type Key = (Oid, String);
+
+/// The messages waiting on cycles, by key. The first waiter of a key opened its cycle; the
+/// others joined it.
+#[derive(Default)]
+struct Cognizer {
+    waiting: Mutex<std::collections::HashMap<Key, Vec<(Job, Mission)>>>,
+}
+
+impl Cognizer {
+    /// Joins the cycle for this message's key, or opens one.
+    fn submit(&self, queue: &mpsc::Sender<Key>, job: Job, mission: Mission) {
+        let key = (mission.receiver, mission.selector.clone());
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return;
+        };
+        let entry = waiting.entry(key.clone()).or_default();
+        let first = entry.is_empty();
+        entry.push((job, mission));
+        if first && queue.send(key.clone()).is_err() {
+            // No cognition thread (shutting down): the waiter is answered by whoever drains.
+            waiting.remove(&key);
+        }
+    }
+
+    fn first(&self, key: &Key) -> Option<Mission> {
+        let waiting = self.waiting.lock().ok()?;
+        waiting.get(key)?.first().map(|(_, m)| m.clone())
+    }
+
+    fn take(&self, key: &Key) -> Vec<(Job, Mission)> {
+        self.waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(key))
+            .unwrap_or_default()
+    }
+}
+
+/// The cognition thread: runs one cycle at a time (the mind thinks one thought at a time) and
+/// answers every message that waited on it.
+struct Thinker {
+    image: Image,
+    methods: Arc<Methods>,
+    mind: Arc<dyn Completer>,
+    journal: Journal,
+    stop: Arc<AtomicBool>,
+    cognizer: Arc<Cognizer>,
+    replies: zmq::Socket,
+}
+
+impl Thinker {
+    fn run(mut self, queue: &mpsc::Receiver<Key>) {
+        while let Ok(key) = queue.recv() {
+            let Some(mission) = self.cognizer.first(&key) else {
+                continue;
+            };
+            let outcome = if self.stop.load(Ordering::SeqCst) {
+                Err(Failure::new("shutting-down", "the host is shutting down"))
+            } else {
+                let mut cycle = cognition::Cycle {
+                    image: &mut self.image,
+                    methods: &self.methods,
+                    mind: self.mind.as_ref(),
+                    journal: &self.journal,
+                    stop: &self.stop,
+                };
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle.run(&mission)))
+                    .unwrap_or_else(|_| {
+                        Err(CognitionError::Image(crate::image::ImageError::Corrupt(
+                            "the cognitive cycle crashed".into(),
+                        )))
+                    })
+                    .map_err(Failure::from)
+            };
+            if let Err(e) = self.image.recover() {
+                eprintln!("batos: cognition could not reopen the image: {e}");
+            }
+            for (n, (job, waiter)) in self.cognizer.take(&key).into_iter().enumerate() {
+                let reply = self.reply(n, &job, &waiter, &outcome);
+                let mut frames = job.reply_frames(reply);
+                frames.insert(0, Vec::new());
+                if let Err(e) = self.replies.send_multipart(frames.iter(), 0) {
+                    eprintln!("batos: cognition could not hand back a reply: {e}");
+                }
+            }
+        }
+    }
+
+    fn reply(
+        &mut self,
+        n: usize,
+        job: &Job,
+        waiter: &Mission,
+        outcome: &Result<Outcome, Failure>,
+    ) -> Vec<u8> {
+        let id = serde_json::from_slice::<Value>(&job.payload)
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null);
+        let ok = |value: &Value| {
+            json!({"id": id, "ok": true, "result": value})
+                .to_string()
+                .into_bytes()
+        };
+        match outcome {
+            // The message that opened the cycle was answered inside it, with the install.
+            Ok(Outcome::Answered { value, .. }) if n == 0 => ok(value),
+            // Those that joined it are sent now, to the method just installed.
+            Ok(Outcome::Answered { .. }) => {
+                match self.methods.send(
+                    &mut self.image,
+                    waiter.receiver,
+                    &waiter.selector,
+                    waiter.args.clone(),
+                    &waiter.actor,
+                ) {
+                    Ok(crate::method::Sent::Value(v)) => ok(&v),
+                    Ok(crate::method::Sent::Ran(report)) => ok(&report.value),
+                    Ok(crate::method::Sent::DoesNotUnderstand { .. }) => failure_reply(
+                        &job.payload,
+                        &Failure::new("does-not-understand", "the method vanished after its cycle"),
+                    ),
+                    Err(e) => failure_reply(&job.payload, &Failure::from(e)),
+                }
+            }
+            Ok(other) => failure_reply(
+                &job.payload,
+                &Failure::new(
+                    "does-not-understand",
+                    cognition::failure_message(waiter, other),
+                ),
+            ),
+            Err(failure) => failure_reply(&job.payload, failure),
         }
     }
 }

@@ -112,6 +112,23 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER blob_chunks_never_deleted BEFORE DELETE ON blob_chunks
         BEGIN SELECT RAISE(ABORT, 'blob chunks are immutable'); END;
     "#,
+    // 4: the transcripts of cognitive cycles: every transition, prompt, completion, diagnostic
+    // and timing, in order. The cycle itself is an object (its state is a slot); this is its
+    // metacognitive record, append-only like the change log.
+    r#"
+    CREATE TABLE cycle_events (
+        cycle INTEGER NOT NULL,
+        seq   INTEGER NOT NULL,
+        at    TEXT NOT NULL,
+        kind  TEXT NOT NULL,
+        data  TEXT NOT NULL,
+        PRIMARY KEY (cycle, seq)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER cycle_events_never_updated BEFORE UPDATE ON cycle_events
+        BEGIN SELECT RAISE(ABORT, 'a cycle transcript is append-only'); END;
+    CREATE TRIGGER cycle_events_never_deleted BEFORE DELETE ON cycle_events
+        BEGIN SELECT RAISE(ABORT, 'a cycle transcript is append-only'); END;
+    "#,
 ];
 
 /// The schema version this build writes.

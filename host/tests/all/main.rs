@@ -2,6 +2,7 @@
 //! `batos` binary. See `tests/README.md` at the repository root for the tiers.
 
 mod cli;
+mod cognition;
 mod host;
 mod image;
 mod lifecycle;

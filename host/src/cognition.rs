@@ -1,0 +1,845 @@
+//! Cognition: doesNotUnderstand as a mandate. A message no slot answers opens a cognitive cycle
+//! that plans, writes, compiles, validates and installs the missing method, then answers the
+//! message with it.
+//!
+//! The cycle is a Prototypal State Machine in the image: each state (`state_planning`, …) is a
+//! prototype object, and a cycle object delegates to its current state (its first parent) and
+//! names it in its `state` slot; a transition rewrites both in one committed transaction. The
+//! behaviour of each state is host code keyed by that state. Personas (`brick` plans, `robin`
+//! writes, `alfred` reviews failures) and the configuration (`cognition`) are objects too, so
+//! `batos set` retunes them while the host runs. Every transition, prompt, completion,
+//! diagnostic and timing goes into the cycle's transcript, in the image and in
+//! `IMAGE.cycles.jsonl` beside it.
+//!
+//! Nothing half-installed is ever visible: the method is installed and first sent in one
+//! transaction, which commits only if that first call succeeds.
+
+pub mod brief;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::image::{Image, ImageError, Origin};
+use crate::method::{MethodError, Methods};
+use crate::mind::Completer;
+use crate::object::{MethodId, ObjRef, Oid, Slot};
+
+/// The states of a cycle, in the order a successful one passes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Planning,
+    Writing,
+    Compiling,
+    Validating,
+    Installing,
+    Answering,
+    Complete,
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 8] = [
+        State::Planning,
+        State::Writing,
+        State::Compiling,
+        State::Validating,
+        State::Installing,
+        State::Answering,
+        State::Complete,
+        State::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Planning => "planning",
+            State::Writing => "writing",
+            State::Compiling => "compiling",
+            State::Validating => "validating",
+            State::Installing => "installing",
+            State::Answering => "answering",
+            State::Complete => "complete",
+            State::Failed => "failed",
+        }
+    }
+
+    /// The state's prototype object.
+    pub fn object(self) -> String {
+        format!("state_{}", self.name())
+    }
+
+    pub fn terminal(self) -> bool {
+        matches!(self, State::Complete | State::Failed)
+    }
+
+    fn parse(name: &str) -> Option<State> {
+        State::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// The prototype of every cycle object.
+pub const CYCLE_PROTO: &str = "cycle";
+/// The configuration object.
+pub const CONFIG_OBJECT: &str = "cognition";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CognitionError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Method(#[from] MethodError),
+    #[error("no cycle {0} in this image")]
+    NoSuchCycle(Oid),
+    #[error("cannot write the cycle journal {}: {source}", path.display())]
+    Journal {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl CognitionError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            CognitionError::Image(e) => e.code(),
+            CognitionError::Method(e) => e.code(),
+            CognitionError::NoSuchCycle(_) => "no-such-cycle",
+            CognitionError::Journal { .. } => "internal",
+        }
+    }
+}
+
+/// The configuration, read from the `cognition` object at the start of every cycle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub synthesis: bool,
+    pub attempts: u32,
+    pub time_limit: Duration,
+    pub planner: String,
+    pub writer: String,
+    pub reviewer: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            synthesis: true,
+            attempts: 4,
+            time_limit: Duration::from_secs(600),
+            planner: "brick".into(),
+            writer: "robin".into(),
+            reviewer: "alfred".into(),
+        }
+    }
+}
+
+impl Config {
+    pub fn read(image: &Image) -> Result<Config, ImageError> {
+        let mut config = Config::default();
+        let Some(oid) = image.named(CONFIG_OBJECT)? else {
+            return Ok(config);
+        };
+        let slots = image.describe(oid, None)?.slots;
+        if let Some(v) = slots.get("synthesis").and_then(Value::as_bool) {
+            config.synthesis = v;
+        }
+        if let Some(v) = slots.get("attempts").and_then(Value::as_u64) {
+            config.attempts = v.clamp(1, 16) as u32;
+        }
+        if let Some(v) = slots.get("time_limit_s").and_then(Value::as_f64) {
+            config.time_limit = Duration::from_secs_f64(v.clamp(1.0, 86_400.0));
+        }
+        for (key, field) in [
+            ("planner", &mut config.planner),
+            ("writer", &mut config.writer),
+            ("reviewer", &mut config.reviewer),
+        ] {
+            if let Some(v) = slots.get(key).and_then(Value::as_str) {
+                *field = v.to_owned();
+            }
+        }
+        Ok(config)
+    }
+
+    fn as_slots(&self) -> Map<String, Value> {
+        let Value::Object(map) = json!({
+            "synthesis": self.synthesis,
+            "attempts": self.attempts,
+            "time_limit_s": self.time_limit.as_secs_f64(),
+            "planner": self.planner,
+            "writer": self.writer,
+            "reviewer": self.reviewer,
+        }) else {
+            return Map::new();
+        };
+        map
+    }
+}
+
+/// The personas a new image gets: (name, role, system prompt, max tokens).
+const PERSONAS: &[(&str, &str, &str, u64)] = &[
+    (
+        "brick",
+        "plans",
+        "You are BRICK, the planner of a living object system. You read a mission and say plainly what the missing method must do.",
+        96,
+    ),
+    (
+        "robin",
+        "writes code",
+        "You are ROBIN, who writes methods in Rust for the batos guest SDK. You answer with exactly one ```rust code block and nothing else.",
+        384,
+    ),
+    (
+        "alfred",
+        "reviews failures",
+        "You are ALFRED, who reviews a method that failed to compile or to run, and says briefly what to fix.",
+        96,
+    ),
+];
+
+/// A persona as the image holds it.
+#[derive(Debug, Clone)]
+pub struct Persona {
+    pub name: String,
+    pub system: String,
+    pub max_tokens: usize,
+}
+
+fn persona(image: &Image, name: &str) -> Result<Persona, ImageError> {
+    let oid = image
+        .named(name)?
+        .ok_or_else(|| ImageError::NoSuchObject(ObjRef::Name(name.to_owned())))?;
+    let system = image
+        .get(oid, "system")?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let max_tokens = image
+        .get(oid, "max_tokens")
+        .ok()
+        .and_then(|v| v.as_u64())
+        .unwrap_or(256)
+        .clamp(16, 4096) as usize;
+    Ok(Persona {
+        name: name.to_owned(),
+        system,
+        max_tokens,
+    })
+}
+
+/// Creates what cognition keeps in the image, where missing: the configuration, the personas,
+/// the state prototypes and the cycle prototype. One transaction by `cognition`; nothing when
+/// all are there.
+pub fn ensure_objects(image: &mut Image) -> Result<(), ImageError> {
+    if image.named(CYCLE_PROTO)?.is_some() {
+        return Ok(());
+    }
+    image.transact("cognition", "cognition: personas, states, cycle", |tx| {
+        let object = tx.resolve(&ObjRef::Name("object".into()))?;
+        tx.create_object(&[object], Some(CONFIG_OBJECT), Config::default().as_slots())?;
+        let persona_proto = tx.create_object(&[object], Some("persona"), Map::new())?;
+        for (name, role, system, max_tokens) in PERSONAS {
+            let Value::Object(slots) =
+                json!({"role": role, "system": system, "max_tokens": max_tokens})
+            else {
+                continue;
+            };
+            tx.create_object(&[persona_proto], Some(name), slots)?;
+        }
+        let state_proto = tx.create_object(&[object], Some("cycle_state"), Map::new())?;
+        for state in State::ALL {
+            let Value::Object(slots) = json!({"label": state.name(), "terminal": state.terminal()})
+            else {
+                continue;
+            };
+            tx.create_object(&[state_proto], Some(&state.object()), slots)?;
+        }
+        tx.create_object(&[object], Some(CYCLE_PROTO), Map::new())?;
+        Ok::<_, ImageError>(())
+    })?;
+    Ok(())
+}
+
+/// The transcript's second home: one JSON line per event in `IMAGE.cycles.jsonl`.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    path: Option<PathBuf>,
+}
+
+impl Journal {
+    /// The journal beside the image at `image` (none for an in-memory image).
+    pub fn beside(image: Option<&Path>) -> Journal {
+        Journal {
+            path: image.map(|p| {
+                let mut name = p.as_os_str().to_owned();
+                name.push(".cycles.jsonl");
+                PathBuf::from(name)
+            }),
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn append(&self, event: &Value) -> Result<(), CognitionError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let fail = |source| CognitionError::Journal {
+            path: path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        file.write_all(format!("{event}\n").as_bytes())
+            .map_err(fail)
+    }
+}
+
+/// A message nobody understood, as cognition receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mission {
+    pub receiver: Oid,
+    pub selector: String,
+    pub args: Vec<Value>,
+    pub intent: Option<String>,
+    pub actor: String,
+}
+
+/// How a cycle ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The method is installed and answered the message with `value`.
+    Answered {
+        cycle: Oid,
+        value: Value,
+        method: MethodId,
+    },
+    Failed {
+        cycle: Oid,
+        reason: String,
+    },
+    /// Synthesis is off (`cognition.synthesis = false`): no cycle was opened.
+    Off,
+}
+
+/// One cycle's runner: the image (a writer), the method machinery, the mind, the journal, and
+/// the flag that stops everything (host shutdown).
+#[derive(Debug)]
+pub struct Cycle<'a> {
+    pub image: &'a mut Image,
+    pub methods: &'a Methods,
+    pub mind: &'a dyn Completer,
+    pub journal: &'a Journal,
+    pub stop: &'a AtomicBool,
+}
+
+/// Why a step gave up on the whole cycle.
+enum Abort {
+    Fail(String),
+    Error(CognitionError),
+}
+
+impl From<CognitionError> for Abort {
+    fn from(e: CognitionError) -> Self {
+        Abort::Error(e)
+    }
+}
+
+impl From<ImageError> for Abort {
+    fn from(e: ImageError) -> Self {
+        Abort::Error(e.into())
+    }
+}
+
+impl Cycle<'_> {
+    /// Runs one cycle for `mission` to `complete` or `failed`.
+    pub fn run(&mut self, mission: &Mission) -> Result<Outcome, CognitionError> {
+        let config = Config::read(self.image)?;
+        if !config.synthesis {
+            return Ok(Outcome::Off);
+        }
+        let cycle = self.open(mission)?;
+        let deadline = Instant::now() + config.time_limit;
+        match self.steps(cycle, mission, &config, deadline) {
+            Ok((value, method)) => Ok(Outcome::Answered {
+                cycle,
+                value,
+                method,
+            }),
+            Err(Abort::Fail(reason)) => {
+                self.finish_failed(cycle, &reason)?;
+                Ok(Outcome::Failed { cycle, reason })
+            }
+            Err(Abort::Error(e)) => {
+                // The cycle must still end: failed, with the error as its reason.
+                let reason = format!("internal error: {e}");
+                let _ = self.finish_failed(cycle, &reason);
+                Err(e)
+            }
+        }
+    }
+
+    fn open(&mut self, mission: &Mission) -> Result<Oid, CognitionError> {
+        let proto = self.required(CYCLE_PROTO)?;
+        let first = self.required(&State::Planning.object())?;
+        let Value::Object(slots) = json!({
+            "receiver": mission.receiver,
+            "selector": mission.selector,
+            "args": mission.args,
+            "intent": mission.intent,
+            "actor": mission.actor,
+            "state": State::Planning.name(),
+            "attempts": 0,
+            "mind": self.mind.label(),
+        }) else {
+            return Err(ImageError::Corrupt("a cycle's slots are not an object".into()).into());
+        };
+        let (cycle, _) = self.image.transact(
+            "cognition",
+            &format!("cycle for {}.{}", mission.receiver, mission.selector),
+            |tx| tx.create_object(&[first, proto], None, slots),
+        )?;
+        self.event(
+            cycle,
+            "opened",
+            json!({
+                "receiver": mission.receiver,
+                "selector": mission.selector,
+                "args": mission.args,
+                "intent": mission.intent,
+                "actor": mission.actor,
+                "mind": self.mind.label(),
+            }),
+        )?;
+        self.event(cycle, "transition", json!({"to": State::Planning.name()}))?;
+        Ok(cycle)
+    }
+
+    fn required(&self, name: &str) -> Result<Oid, CognitionError> {
+        Ok(self
+            .image
+            .named(name)?
+            .ok_or_else(|| ImageError::NoSuchObject(ObjRef::Name(name.to_owned())))?)
+    }
+
+    fn event(&mut self, cycle: Oid, kind: &str, data: Value) -> Result<(), CognitionError> {
+        let stored = self.image.append_cycle_event(cycle, kind, &data)?;
+        self.journal.append(&stored)
+    }
+
+    /// A transition: the cycle delegates to the new state and names it, in one transaction.
+    fn enter(&mut self, cycle: Oid, to: State, extra: Value) -> Result<(), CognitionError> {
+        transition(self.image, cycle, to, None)?;
+        let mut data = json!({"to": to.name()});
+        if let (Value::Object(d), Value::Object(e)) = (&mut data, extra) {
+            d.extend(e);
+        }
+        self.event(cycle, "transition", data)
+    }
+
+    fn finish_failed(&mut self, cycle: Oid, reason: &str) -> Result<(), CognitionError> {
+        transition(self.image, cycle, State::Failed, Some(reason))?;
+        self.event(
+            cycle,
+            "transition",
+            json!({"to": State::Failed.name(), "reason": reason}),
+        )
+    }
+
+    fn check(&self, deadline: Instant) -> Result<(), Abort> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Err(Abort::Fail("the host is shutting down".into()));
+        }
+        if Instant::now() >= deadline {
+            return Err(Abort::Fail("the cycle's time limit passed".into()));
+        }
+        Ok(())
+    }
+
+    /// One turn of a persona: prompt, completion, both in the transcript.
+    fn ask(
+        &mut self,
+        cycle: Oid,
+        persona_name: &str,
+        prompt: &str,
+        deadline: Instant,
+    ) -> Result<String, Abort> {
+        self.check(deadline)?;
+        let persona = persona(self.image, persona_name)?;
+        self.event(
+            cycle,
+            "prompt",
+            json!({"persona": persona.name, "system": persona.system, "prompt": prompt}),
+        )?;
+        match self
+            .mind
+            .complete(&persona.system, prompt, persona.max_tokens, Some(deadline))
+        {
+            Ok(c) => {
+                self.event(
+                    cycle,
+                    "completion",
+                    json!({"persona": persona.name, "completion": c.text, "tokens": c.tokens, "millis": c.millis}),
+                )?;
+                Ok(c.text)
+            }
+            Err(e) => {
+                let reason = format!("the mind failed: {e}");
+                self.event(
+                    cycle,
+                    "diagnostic",
+                    json!({"stage": "mind", "error": reason}),
+                )?;
+                self.check(deadline)?;
+                Err(Abort::Fail(reason))
+            }
+        }
+    }
+
+    fn steps(
+        &mut self,
+        cycle: Oid,
+        mission: &Mission,
+        config: &Config,
+        deadline: Instant,
+    ) -> Result<(Value, MethodId), Abort> {
+        let brief = brief::mission(self.image, mission)?;
+        self.event(cycle, "brief", json!({"brief": brief}))?;
+        let plan = self.ask(
+            cycle,
+            &config.planner,
+            &brief::plan_prompt(&brief),
+            deadline,
+        )?;
+        let mut repair: Option<(String, String, String)> = None;
+        let mut last_reason = String::from("no attempt was made");
+        for attempt in 1..=config.attempts {
+            self.enter(cycle, State::Writing, json!({"attempt": attempt}))?;
+            set_attempts(self.image, cycle, attempt)?;
+            let prompt = brief::write_prompt(
+                &brief,
+                &mission.selector,
+                &plan,
+                repair
+                    .as_ref()
+                    .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),
+            );
+            let completion = self.ask(cycle, &config.writer, &prompt, deadline)?;
+            let Some(source) = brief::extract_source(&completion) else {
+                last_reason = "the completion holds no Rust method (no `fn run`)".into();
+                self.event(
+                    cycle,
+                    "diagnostic",
+                    json!({"stage": "extract", "attempt": attempt, "error": last_reason}),
+                )?;
+                repair = Some((completion.clone(), last_reason.clone(), String::new()));
+                continue;
+            };
+            self.enter(cycle, State::Compiling, json!({"attempt": attempt}))?;
+            self.check(deadline)?;
+            let started = Instant::now();
+            let mut built = match self.methods.build_method(&source) {
+                Ok(built) => built,
+                Err(e) => {
+                    last_reason = brief::clip(&e.to_string(), 1500);
+                    self.event(
+                        cycle,
+                        "diagnostic",
+                        json!({"stage": "compile", "attempt": attempt, "code": e.code(), "error": last_reason, "millis": started.elapsed().as_secs_f64() * 1000.0}),
+                    )?;
+                    let advice = self.review(
+                        cycle,
+                        config,
+                        &brief,
+                        &source,
+                        &last_reason,
+                        deadline,
+                        attempt,
+                    )?;
+                    repair = Some((source, last_reason.clone(), advice));
+                    continue;
+                }
+            };
+            self.event(
+                cycle,
+                "compiled",
+                json!({"attempt": attempt, "millis": started.elapsed().as_secs_f64() * 1000.0, "sha256": built.sha256}),
+            )?;
+            if let Value::Object(report) = &mut built.report {
+                report.insert("cycle".into(), json!(cycle));
+            }
+            self.enter(cycle, State::Validating, json!({"attempt": attempt}))?;
+            self.check(deadline)?;
+            let started = Instant::now();
+            let note = format!(
+                "cycle {cycle}: install {}.{} and answer its first message",
+                mission.receiver, mission.selector
+            );
+            match self.methods.install_and_send(
+                self.image,
+                mission.receiver,
+                &mission.selector,
+                &built,
+                Origin::Synthesized,
+                mission.args.clone(),
+                &mission.actor,
+                &note,
+            ) {
+                Ok((installed, report)) => {
+                    let millis = started.elapsed().as_secs_f64() * 1000.0;
+                    self.enter(
+                        cycle,
+                        State::Installing,
+                        json!({"method": installed.method, "version": installed.version, "tx": installed.tx}),
+                    )?;
+                    self.enter(
+                        cycle,
+                        State::Answering,
+                        json!({"value": report.value, "millis": millis}),
+                    )?;
+                    set_slot(self.image, cycle, "method", json!(installed.method))?;
+                    self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
+                    return Ok((report.value, installed.method));
+                }
+                Err(e) => {
+                    last_reason = brief::clip(&e.to_string(), 1500);
+                    self.event(
+                        cycle,
+                        "diagnostic",
+                        json!({"stage": "trial", "attempt": attempt, "code": e.code(), "error": last_reason}),
+                    )?;
+                    let advice = self.review(
+                        cycle,
+                        config,
+                        &brief,
+                        &source,
+                        &last_reason,
+                        deadline,
+                        attempt,
+                    )?;
+                    repair = Some((source, last_reason.clone(), advice));
+                }
+            }
+        }
+        Err(Abort::Fail(format!(
+            "no method passed after {} attempt(s); last: {}",
+            config.attempts,
+            brief::clip(&last_reason, 300)
+        )))
+    }
+
+    /// The reviewer's advice for the next attempt (none after the last one).
+    #[allow(clippy::too_many_arguments)]
+    fn review(
+        &mut self,
+        cycle: Oid,
+        config: &Config,
+        brief: &str,
+        source: &str,
+        diagnostics: &str,
+        deadline: Instant,
+        attempt: u32,
+    ) -> Result<String, Abort> {
+        if attempt >= config.attempts {
+            return Ok(String::new());
+        }
+        self.ask(
+            cycle,
+            &config.reviewer,
+            &brief::review_prompt(brief, source, diagnostics),
+            deadline,
+        )
+    }
+}
+
+fn set_slot(image: &mut Image, cycle: Oid, slot: &str, value: Value) -> Result<(), ImageError> {
+    image.transact("cognition", &format!("cycle {cycle}: {slot}"), |tx| {
+        tx.set_slot(cycle, slot, Slot::Value(value))
+    })?;
+    Ok(())
+}
+
+fn set_attempts(image: &mut Image, cycle: Oid, attempts: u32) -> Result<(), ImageError> {
+    set_slot(image, cycle, "attempts", json!(attempts))
+}
+
+/// Moves `cycle` to `to`: it delegates to the state's object first, and names it in `state`.
+fn transition(
+    image: &mut Image,
+    cycle: Oid,
+    to: State,
+    reason: Option<&str>,
+) -> Result<(), ImageError> {
+    let state = image
+        .named(&to.object())?
+        .ok_or_else(|| ImageError::NoSuchObject(ObjRef::Name(to.object())))?;
+    let proto = image
+        .named(CYCLE_PROTO)?
+        .ok_or_else(|| ImageError::NoSuchObject(ObjRef::Name(CYCLE_PROTO.into())))?;
+    image.transact(
+        "cognition",
+        &format!("cycle {cycle} → {}", to.name()),
+        |tx| {
+            tx.set_parents(cycle, vec![state, proto])?;
+            tx.set_slot(cycle, "state", Slot::Value(json!(to.name())))?;
+            if let Some(reason) = reason {
+                tx.set_slot(cycle, "reason", Slot::Value(json!(reason)))?;
+            }
+            Ok::<_, ImageError>(())
+        },
+    )?;
+    Ok(())
+}
+
+/// Cycles a host left unfinished (it died mid-cycle) are marked failed, with the reason, in the
+/// image and the journal. Answers how many there were.
+pub fn recover(image: &mut Image, journal: &Journal) -> Result<usize, CognitionError> {
+    let Some(proto) = image.named(CYCLE_PROTO)? else {
+        return Ok(0);
+    };
+    let mut recovered = 0;
+    for cycle in image.children_of(proto)? {
+        let state = image.get(cycle, "state").ok();
+        let unfinished = state
+            .as_ref()
+            .and_then(Value::as_str)
+            .and_then(State::parse)
+            .is_some_and(|s| !s.terminal());
+        if !unfinished {
+            continue;
+        }
+        let reason = "the host stopped during this cycle; nothing of it was installed";
+        transition(image, cycle, State::Failed, Some(reason))?;
+        let stored = image.append_cycle_event(
+            cycle,
+            "transition",
+            &json!({"to": State::Failed.name(), "reason": reason, "recovered": true}),
+        )?;
+        journal.append(&stored)?;
+        recovered += 1;
+    }
+    Ok(recovered)
+}
+
+/// One cycle's summary row, as `cycles` lists it.
+pub fn summary(image: &Image, cycle: Oid) -> Result<Value, CognitionError> {
+    let view = match image.describe(cycle, None) {
+        Ok(view) => view,
+        Err(ImageError::NoSuchObject(_)) => return Err(CognitionError::NoSuchCycle(cycle)),
+        Err(e) => return Err(e.into()),
+    };
+    let proto = image.named(CYCLE_PROTO)?;
+    if proto.is_none() || !view.parents.contains(&proto.unwrap_or(Oid(0))) {
+        return Err(CognitionError::NoSuchCycle(cycle));
+    }
+    let events = image.cycle_events(cycle)?;
+    let started = events
+        .first()
+        .map(|e| e["at"].clone())
+        .unwrap_or(Value::Null);
+    let state = view.slots.get("state").cloned().unwrap_or(Value::Null);
+    let terminal = state
+        .as_str()
+        .and_then(State::parse)
+        .is_some_and(State::terminal);
+    let ended = if terminal {
+        events
+            .last()
+            .map(|e| e["at"].clone())
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    let outcome = match state.as_str() {
+        Some("complete") => json!({"method": view.slots.get("method")}),
+        Some("failed") => json!({"reason": view.slots.get("reason")}),
+        _ => Value::Null,
+    };
+    let object = view.slots.get("receiver").cloned().unwrap_or(Value::Null);
+    Ok(json!({
+        "id": cycle,
+        "object": object,
+        "selector": view.slots.get("selector"),
+        "state": state,
+        "attempts": view.slots.get("attempts"),
+        "outcome": outcome,
+        "started": started,
+        "ended": ended,
+        "mind": view.slots.get("mind"),
+    }))
+}
+
+/// The cycles, oldest first; with `limit`, only the newest that many.
+pub fn list(image: &Image, limit: Option<usize>) -> Result<Vec<Value>, CognitionError> {
+    let Some(proto) = image.named(CYCLE_PROTO)? else {
+        return Ok(Vec::new());
+    };
+    let mut cycles = image.children_of(proto)?;
+    if let Some(limit) = limit {
+        let skip = cycles.len().saturating_sub(limit);
+        cycles.drain(..skip);
+    }
+    cycles.into_iter().map(|c| summary(image, c)).collect()
+}
+
+/// One cycle: its summary and its whole transcript.
+pub fn transcript(image: &Image, cycle: Oid) -> Result<Value, CognitionError> {
+    let mut summary = summary(image, cycle)?;
+    summary["events"] = Value::Array(image.cycle_events(cycle)?);
+    Ok(summary)
+}
+
+/// Prompt/completion pairs of the cycles that completed: a fine-tuning set, one object per pair.
+pub fn export(image: &Image) -> Result<Vec<Value>, CognitionError> {
+    let mut pairs = Vec::new();
+    for cycle in list(image, None)? {
+        if cycle["state"] != "complete" {
+            continue;
+        }
+        let Some(id) = cycle["id"].as_i64() else {
+            continue;
+        };
+        let mut pending: Option<Value> = None;
+        for event in image.cycle_events(Oid(id))? {
+            match event["kind"].as_str() {
+                Some("prompt") => pending = Some(event["data"].clone()),
+                Some("completion") => {
+                    if let Some(prompt) = pending.take() {
+                        pairs.push(json!({
+                            "cycle": id,
+                            "persona": prompt["persona"],
+                            "system": prompt["system"],
+                            "prompt": prompt["prompt"],
+                            "completion": event["data"]["completion"],
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// The failure a client gets when a cycle did not produce the method.
+pub fn failure_message(mission: &Mission, outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Failed { cycle, reason } => format!(
+            "object {} does not understand `{}`: cycle {cycle} failed: {reason}",
+            mission.receiver, mission.selector
+        ),
+        Outcome::Off => format!(
+            "object {} does not understand `{}` (synthesis is off)",
+            mission.receiver, mission.selector
+        ),
+        Outcome::Answered { .. } => String::new(),
+    }
+}

@@ -1,0 +1,208 @@
+//! What the mind is shown: the mission brief (receiver, message, sender, intent), the contract
+//! (the guest SDK's surface, short and exact), and the prompts each persona's turn is built from;
+//! and what is taken back: the method source out of a completion.
+
+use serde_json::Value;
+
+use crate::image::{Image, ImageError};
+use crate::object::Oid;
+
+use super::Mission;
+
+/// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
+/// the genesis example.
+pub const CONTRACT: &str = r#"A method is one Rust file that defines `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`.
+It starts with `use batos_sdk::prelude::*;` (Obj, Value, json!, log). No other crates, no unsafe, no macros but json!, format!, vec!.
+- me.get("slot") -> Option<Value>: read a slot, through delegation
+- me.set("slot", json!(v)) -> Result<(), String>: write a slot on me
+- me.remove("slot") -> Result<(), String>
+- me.notify_changed(): REQUIRED after changing me, before returning Ok
+- me.send("selector", vec![args]) -> Result<Value, String>
+- Obj::named("lobby") -> Option<Obj>; Obj::create(&proto, json!({...})) -> Result<Obj, String>
+- args[0].as_i64(), .as_f64(), .as_str(), .as_array(): read arguments (check they exist)
+Return Ok(json!(result)); Err(message) rolls back every change.
+Example, counter.increment:
+```rust
+use batos_sdk::prelude::*;
+
+pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
+    let n = me.get("count").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
+    me.set("count", json!(n))?;
+    me.notify_changed();
+    Ok(json!(n))
+}
+```"#;
+
+/// How much of a slot's JSON the brief shows.
+const SLOT_PREVIEW: usize = 200;
+
+fn preview(v: &Value) -> String {
+    let text = v.to_string();
+    if text.len() <= SLOT_PREVIEW {
+        return text;
+    }
+    let mut end = SLOT_PREVIEW;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// The mission brief: everything the mind knows about the message it must answer.
+pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
+    let view = image.describe(mission.receiver, None)?;
+    let name = view
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("object {}", mission.receiver));
+    let mut out = format!(
+        "Object `{name}` (id {}) received the message `{}` with arguments {} and has no method for it.\n",
+        mission.receiver,
+        mission.selector,
+        Value::Array(mission.args.clone())
+    );
+    let slots: Vec<String> = view
+        .slots
+        .iter()
+        .map(|(k, v)| format!("{k} = {}", preview(v)))
+        .collect();
+    out.push_str(&format!(
+        "Its slots: {}.\n",
+        if slots.is_empty() {
+            "none".to_owned()
+        } else {
+            slots.join(", ")
+        }
+    ));
+    let parents: Vec<String> = view
+        .parents
+        .iter()
+        .map(|p| describe_name(image, *p))
+        .collect();
+    out.push_str(&format!("Its parents: {}.\n", parents.join(", ")));
+    if !view.methods.is_empty() {
+        out.push_str(&format!("Its methods: {}.\n", view.methods.join(", ")));
+    }
+    out.push_str(&format!("Sent by: {}.\n", mission.actor));
+    match &mission.intent {
+        Some(intent) => out.push_str(&format!("Intent: {intent}\n")),
+        None => out.push_str(
+            "Intent: not given; infer it from the selector, the arguments and the slots.\n",
+        ),
+    }
+    Ok(out)
+}
+
+fn describe_name(image: &Image, oid: Oid) -> String {
+    image
+        .describe(oid, None)
+        .ok()
+        .and_then(|v| v.name)
+        .map(|n| format!("`{n}`"))
+        .unwrap_or_else(|| format!("object {oid}"))
+}
+
+/// The planner's prompt.
+pub fn plan_prompt(brief: &str) -> String {
+    format!("{brief}\nIn at most three short sentences: what must `run` read, write and return?")
+}
+
+/// The writer's prompt: the contract, the brief, the plan, and on a repair the failed source,
+/// its diagnostics and the reviewer's advice.
+pub fn write_prompt(
+    brief: &str,
+    selector: &str,
+    plan: &str,
+    repair: Option<(&str, &str, &str)>,
+) -> String {
+    let mut out = format!("{CONTRACT}\n\n{brief}\nPlan: {}\n", plan.trim());
+    if let Some((source, diagnostics, advice)) = repair {
+        out.push_str(&format!(
+            "\nThe last attempt failed.\n```rust\n{}\n```\nErrors:\n{}\nAdvice: {}\n",
+            source.trim(),
+            diagnostics.trim(),
+            advice.trim()
+        ));
+    }
+    out.push_str(&format!(
+        "\nWrite the method `{selector}` as one ```rust code block."
+    ));
+    out
+}
+
+/// The reviewer's prompt after a failure.
+pub fn review_prompt(brief: &str, source: &str, diagnostics: &str) -> String {
+    format!(
+        "{brief}\nThis method failed:\n```rust\n{}\n```\nErrors:\n{}\nIn at most three sentences: what must change?",
+        source.trim(),
+        diagnostics.trim()
+    )
+}
+
+/// The method source in a completion: the first fenced code block (```rust, ``` or an
+/// unterminated one, as a model cut off by its token limit writes), or the whole text when it has
+/// no fence but defines `run`. The SDK prelude is added when the source does not import it.
+pub fn extract_source(completion: &str) -> Option<String> {
+    let body = match completion.find("```") {
+        Some(start) => {
+            let after = &completion[start + 3..];
+            // Skip the info string (`rust`, `rs`, nothing) up to the end of the line.
+            let code = after.split_once('\n').map_or("", |(_, rest)| rest);
+            match code.find("```") {
+                Some(end) => &code[..end],
+                None => code,
+            }
+        }
+        None if completion.contains("fn run") => completion,
+        None => return None,
+    };
+    let body = body.trim();
+    if !body.contains("fn run") {
+        return None;
+    }
+    if body.contains("use batos_sdk") {
+        Some(format!("{body}\n"))
+    } else {
+        Some(format!("use batos_sdk::prelude::*;\n\n{body}\n"))
+    }
+}
+
+/// Diagnostics cut to what a small model can take in.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_source_comes_out_of_fenced_unterminated_and_bare_completions() {
+        let fenced = "Here it is:\n```rust\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> { Ok(json!(1)) }\n```\nDone.";
+        let source = extract_source(fenced).expect("source");
+        assert!(source.starts_with("use batos_sdk::prelude::*;"));
+        assert!(source.contains("Ok(json!(1))") && !source.contains("Done."));
+        let cut = "```rust\nuse batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    Ok(";
+        let source = extract_source(cut).expect("source");
+        assert_eq!(source.matches("use batos_sdk").count(), 1);
+        let bare =
+            "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> { Ok(json!(2)) }";
+        assert!(extract_source(bare).is_some());
+        assert_eq!(extract_source("I cannot do that."), None);
+        assert_eq!(extract_source("```rust\nfn helper() {}\n```"), None);
+    }
+
+    #[test]
+    fn clipping_keeps_char_boundaries() {
+        assert_eq!(clip("short", 10), "short");
+        let clipped = clip("ééééé", 3);
+        assert!(clipped.starts_with('é') && clipped.contains("more bytes"));
+    }
+}
