@@ -399,7 +399,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             export: None,
         } => Request::Cycles { limit },
-        Command::Cycle { id } => Request::Cycle { id: Oid(id) },
+        Command::Cycle { id } => Request::Cycle {
+            cycle: Some(Oid(id)),
+            id: None,
+        },
         Command::Ping => Request::Ping,
         Command::Create { from, name, slots } => Request::Create {
             from: Refs::Many(from),

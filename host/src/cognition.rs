@@ -25,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::image::{Image, ImageError, Origin};
 use crate::method::{MethodError, Methods};
-use crate::mind::Completer;
+use crate::mind::{Ask, Completer};
 use crate::object::{MethodId, ObjRef, Oid, Slot};
 
 /// The states of a cycle, in the order a successful one passes through them.
@@ -178,25 +178,42 @@ impl Config {
     }
 }
 
-/// The personas a new image gets: (name, role, system prompt, max tokens).
-const PERSONAS: &[(&str, &str, &str, u64)] = &[
+/// The writer's answers start with the fence and `run`'s signature: the model writes the body.
+const WRITER_PREFILL: &str = "```rust\n// {selector}: {intent}\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n";
+
+/// The personas a new image gets: (name, role, system prompt, max tokens, prefill, stop).
+type PersonaSeed = (
+    &'static str,
+    &'static str,
+    &'static str,
+    u64,
+    &'static str,
+    &'static [&'static str],
+);
+const PERSONAS: &[PersonaSeed] = &[
     (
         "brick",
         "plans",
         "You are BRICK, the planner of a living object system. You read a mission and say plainly what the missing method must do.",
-        96,
+        64,
+        "",
+        &["\n\n"],
     ),
     (
         "robin",
         "writes code",
         "You are ROBIN, who writes methods in Rust for the batos guest SDK. You answer with exactly one ```rust code block and nothing else.",
-        384,
+        200,
+        WRITER_PREFILL,
+        &["```", "\n}"],
     ),
     (
         "alfred",
         "reviews failures",
         "You are ALFRED, who reviews a method that failed to compile or to run, and says briefly what to fix.",
-        96,
+        64,
+        "",
+        &["\n\n"],
     ),
 ];
 
@@ -206,6 +223,10 @@ pub struct Persona {
     pub name: String,
     pub system: String,
     pub max_tokens: usize,
+    /// The start of this persona's answers (the writer's: the fence and `run`'s signature).
+    pub prefill: String,
+    /// Its answers end before the first of these.
+    pub stop: Vec<String>,
 }
 
 fn persona(image: &Image, name: &str) -> Result<Persona, ImageError> {
@@ -223,10 +244,25 @@ fn persona(image: &Image, name: &str) -> Result<Persona, ImageError> {
         .and_then(|v| v.as_u64())
         .unwrap_or(256)
         .clamp(16, 4096) as usize;
+    let prefill = image
+        .get(oid, "prefill")
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let stop = image
+        .get(oid, "stop")
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     Ok(Persona {
         name: name.to_owned(),
         system,
         max_tokens,
+        prefill,
+        stop,
     })
 }
 
@@ -241,10 +277,14 @@ pub fn ensure_objects(image: &mut Image) -> Result<(), ImageError> {
         let object = tx.resolve(&ObjRef::Name("object".into()))?;
         tx.create_object(&[object], Some(CONFIG_OBJECT), Config::default().as_slots())?;
         let persona_proto = tx.create_object(&[object], Some("persona"), Map::new())?;
-        for (name, role, system, max_tokens) in PERSONAS {
-            let Value::Object(slots) =
-                json!({"role": role, "system": system, "max_tokens": max_tokens})
-            else {
+        for (name, role, system, max_tokens, prefill, stop) in PERSONAS {
+            let Value::Object(slots) = json!({
+                "role": role,
+                "system": system,
+                "max_tokens": max_tokens,
+                "prefill": prefill,
+                "stop": stop,
+            }) else {
                 continue;
             };
             tx.create_object(&[persona_proto], Some(name), slots)?;
@@ -470,19 +510,33 @@ impl Cycle<'_> {
         cycle: Oid,
         persona_name: &str,
         prompt: &str,
+        mission: &Mission,
         deadline: Instant,
     ) -> Result<String, Abort> {
         self.check(deadline)?;
-        let persona = persona(self.image, persona_name)?;
+        let mut persona = persona(self.image, persona_name)?;
+        // A prefill may name the mission: `{selector}` and `{intent}`.
+        persona.prefill = persona
+            .prefill
+            .replace("{selector}", &mission.selector)
+            .replace(
+                "{intent}",
+                mission.intent.as_deref().unwrap_or("answer the message"),
+            );
         self.event(
             cycle,
             "prompt",
-            json!({"persona": persona.name, "system": persona.system, "prompt": prompt}),
+            json!({"persona": persona.name, "system": persona.system, "prompt": prompt, "prefill": persona.prefill}),
         )?;
-        match self
-            .mind
-            .complete(&persona.system, prompt, persona.max_tokens, Some(deadline))
-        {
+        let ask = Ask {
+            system: &persona.system,
+            prompt,
+            prefill: &persona.prefill,
+            stop: &persona.stop,
+            max_tokens: persona.max_tokens,
+            deadline: Some(deadline),
+        };
+        match self.mind.complete(&ask) {
             Ok(c) => {
                 self.event(
                     cycle,
@@ -517,6 +571,7 @@ impl Cycle<'_> {
             cycle,
             &config.planner,
             &brief::plan_prompt(&brief),
+            mission,
             deadline,
         )?;
         let mut repair: Option<(String, String, String)> = None;
@@ -532,7 +587,7 @@ impl Cycle<'_> {
                     .as_ref()
                     .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),
             );
-            let completion = self.ask(cycle, &config.writer, &prompt, deadline)?;
+            let completion = self.ask(cycle, &config.writer, &prompt, mission, deadline)?;
             let Some(source) = brief::extract_source(&completion) else {
                 last_reason = "the completion holds no Rust method (no `fn run`)".into();
                 self.event(
@@ -553,10 +608,11 @@ impl Cycle<'_> {
                     self.event(
                         cycle,
                         "diagnostic",
-                        json!({"stage": "compile", "attempt": attempt, "code": e.code(), "error": last_reason, "millis": started.elapsed().as_secs_f64() * 1000.0}),
+                        json!({"stage": "compile", "gate": gate_of(&e), "attempt": attempt, "code": e.code(), "error": last_reason, "millis": started.elapsed().as_secs_f64() * 1000.0}),
                     )?;
                     let advice = self.review(
                         cycle,
+                        mission,
                         config,
                         &brief,
                         &source,
@@ -618,6 +674,7 @@ impl Cycle<'_> {
                     )?;
                     let advice = self.review(
                         cycle,
+                        mission,
                         config,
                         &brief,
                         &source,
@@ -641,6 +698,7 @@ impl Cycle<'_> {
     fn review(
         &mut self,
         cycle: Oid,
+        mission: &Mission,
         config: &Config,
         brief: &str,
         source: &str,
@@ -655,8 +713,18 @@ impl Cycle<'_> {
             cycle,
             &config.reviewer,
             &brief::review_prompt(brief, source, diagnostics),
+            mission,
             deadline,
         )
+    }
+}
+
+/// Which gate refused a method: `source` (before rustc), `rustc`, `component` (after it).
+fn gate_of(e: &MethodError) -> &'static str {
+    match e {
+        MethodError::Refused { gate, .. } => gate,
+        MethodError::Forge(_) => "rustc",
+        _ => "other",
     }
 }
 

@@ -81,43 +81,51 @@ pub struct Completion {
     pub millis: f64,
 }
 
-/// What cognition asks of a mind: a completion for a system text and a prompt.
+/// One question from cognition to a mind.
+#[derive(Debug, Clone, Default)]
+pub struct Ask<'a> {
+    pub system: &'a str,
+    pub prompt: &'a str,
+    /// The start of the answer, written for the mind (a model continues from it).
+    pub prefill: &'a str,
+    /// The answer ends before the first of these.
+    pub stop: &'a [String],
+    pub max_tokens: usize,
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// What cognition asks of a mind: a completion.
 pub trait Completer: Send + Sync + std::fmt::Debug {
-    fn complete(
-        &self,
-        system: &str,
-        prompt: &str,
-        max_tokens: usize,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Completion, MindError>;
+    /// The answer, starting with the prefill.
+    fn complete(&self, ask: &Ask<'_>) -> Result<Completion, MindError>;
 
     /// What the transcript calls this mind.
     fn label(&self) -> String;
 }
 
+/// Greedy, with a mild repeat penalty: small models loop without one.
+const COGNITION_REPEAT_PENALTY: f32 = 1.1;
+
 impl Completer for MindHandle {
-    fn complete(
-        &self,
-        system: &str,
-        prompt: &str,
-        max_tokens: usize,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<Completion, MindError> {
+    fn complete(&self, ask: &Ask<'_>) -> Result<Completion, MindError> {
         let started = std::time::Instant::now();
         let request = GenerateRequest {
-            prompt: prompt.to_owned(),
-            system: Some(system.to_owned()),
-            max_tokens,
+            prompt: ask.prompt.to_owned(),
+            system: Some(ask.system.to_owned()),
+            prefill: ask.prefill.to_owned(),
+            stop: ask.stop.to_vec(),
+            max_tokens: ask.max_tokens,
+            repeat_penalty: COGNITION_REPEAT_PENALTY,
             ..GenerateRequest::default()
         };
-        let generation = self.generate(request, deadline).wait()?;
+        let generation = self.generate(request, ask.deadline).wait()?;
         if generation.stop == StopReason::Cancelled {
             return Err(MindError::Inference(
                 "the generation was cancelled (time limit or shutdown)".into(),
             ));
         }
         Ok(Completion {
-            text: generation.text,
+            text: format!("{}{}", ask.prefill, generation.text),
             tokens: generation.tokens,
             millis: started.elapsed().as_secs_f64() * 1000.0,
         })

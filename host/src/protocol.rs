@@ -141,9 +141,13 @@ pub enum Request {
         #[serde(default)]
         limit: Option<usize>,
     },
-    /// One cycle's full transcript.
+    /// One cycle's full transcript: the cycle is `cycle`, or else the request's own `id` (as
+    /// PROTOCOL.md writes it, the envelope's id doubling as the cycle's).
     Cycle {
-        id: Oid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cycle: Option<Oid>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Value>,
     },
 }
 
@@ -401,7 +405,14 @@ pub fn execute(
         }
         Request::Mind => Ok(json!(MindInfo::read(image)?)),
         Request::Cycles { limit } => Ok(json!(cognition::list(image, limit)?)),
-        Request::Cycle { id } => Ok(cognition::transcript(image, id)?),
+        Request::Cycle { cycle, id } => {
+            let cycle = cycle
+                .or_else(|| id.as_ref().and_then(Value::as_i64).map(Oid))
+                .ok_or_else(|| {
+                    Failure::new("bad-request", "`cycle` needs the cycle's id in `cycle`")
+                })?;
+            Ok(cognition::transcript(image, cycle)?)
+        }
         // The host hands `generate` to its mind's thread before any worker sees it; reaching
         // here means no mind runs.
         Request::Generate(_) => Err(Failure::new(

@@ -394,6 +394,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     if let Some(thinker) = thinker {
         let _ = thinker.join();
     }
+    // Every handle to the mind must go before its thread can see its queue close.
+    drop(completer);
     drop(mind);
     if let Some(thread) = mind_thread {
         thread.join();

@@ -11,25 +11,33 @@ use super::Mission;
 
 /// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
 /// the genesis example.
-pub const CONTRACT: &str = r#"A method is one Rust file that defines `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`.
-It starts with `use batos_sdk::prelude::*;` (Obj, Value, json!, log). No other crates, no unsafe, no macros but json!, format!, vec!.
-- me.get("slot") -> Option<Value>: read a slot, through delegation
-- me.set("slot", json!(v)) -> Result<(), String>: write a slot on me
-- me.remove("slot") -> Result<(), String>
-- me.notify_changed(): REQUIRED after changing me, before returning Ok
-- me.send("selector", vec![args]) -> Result<Value, String>
-- Obj::named("lobby") -> Option<Obj>; Obj::create(&proto, json!({...})) -> Result<Obj, String>
-- args[0].as_i64(), .as_f64(), .as_str(), .as_array(): read arguments (check they exist)
-Return Ok(json!(result)); Err(message) rolls back every change.
-Example, counter.increment:
+pub const CONTRACT: &str = r#"A method is one Rust function, `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
+- me.get("slot") -> Option<Value>: read a slot. me.set("slot", json!(v))? writes one; then call me.notify_changed();
+- args[0].as_i64(), .as_f64(), .as_str(), .as_array(), .as_bool() read arguments and values (each gives an Option).
+- Answer Ok(json!(value)). Err(message) undoes every change. No unsafe, no other crates.
+Examples:
 ```rust
-use batos_sdk::prelude::*;
-
+// counter.increment: add one to the count slot, store it, answer it
 pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
     let n = me.get("count").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
     me.set("count", json!(n))?;
     me.notify_changed();
     Ok(json!(n))
+}
+```
+```rust
+// calc.times: answer the first argument times the factor slot
+pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
+    let x = args.first().and_then(|v| v.as_i64()).ok_or("give a number")?;
+    let factor = me.get("factor").and_then(|v| v.as_i64()).unwrap_or(1);
+    Ok(json!(x * factor))
+}
+```
+```rust
+// person.hello: answer "Hi, " and the name slot
+pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
+    let name = me.get("name").and_then(|v| v.as_str().map(|s| s.to_string())).unwrap_or_default();
+    Ok(json!(format!("Hi, {}", name)))
 }
 ```"#;
 
@@ -160,6 +168,10 @@ pub fn extract_source(completion: &str) -> Option<String> {
     if !body.contains("fn run") {
         return None;
     }
+    // A completion stopped at the function's last line (or cut off) lacks closing braces.
+    let open = body.matches('{').count();
+    let closed = body.matches('}').count();
+    let body = format!("{body}{}", "\n}".repeat(open.saturating_sub(closed)));
     if body.contains("use batos_sdk") {
         Some(format!("{body}\n"))
     } else {

@@ -133,6 +133,9 @@ pub struct GenerateRequest {
     pub stop: Vec<String>,
     /// Never end the turn: always generate `max_tokens` (benchmarks, like llama.cpp's option).
     pub ignore_eos: bool,
+    /// Text the answer starts with, written into the prompt after the template (the model
+    /// continues it); not repeated in the generated text.
+    pub prefill: String,
 }
 
 impl Default for GenerateRequest {
@@ -149,6 +152,7 @@ impl Default for GenerateRequest {
             repeat_last_n: 64,
             stop: Vec::new(),
             ignore_eos: false,
+            prefill: String::new(),
         }
     }
 }
@@ -232,16 +236,21 @@ impl Engine {
 
     /// The prompt text a request becomes.
     pub fn prompt_text(&self, request: &GenerateRequest) -> Result<String, MindError> {
-        if request.raw {
-            return Ok(request.prompt.clone());
-        }
-        match &self.template {
-            Some(t) => Ok(t.apply(request.system.as_deref(), &request.prompt)),
-            None => Err(MindError::Unsupported(
-                "this model's chat template is not one this build knows: send the prompt raw"
-                    .into(),
-            )),
-        }
+        let mut text = if request.raw {
+            request.prompt.clone()
+        } else {
+            match &self.template {
+                Some(t) => t.apply(request.system.as_deref(), &request.prompt),
+                None => {
+                    return Err(MindError::Unsupported(
+                        "this model's chat template is not one this build knows: send the prompt raw"
+                            .into(),
+                    ));
+                }
+            }
+        };
+        text.push_str(&request.prefill);
+        Ok(text)
     }
 
     /// Runs one generation. `on_text` is called at every token with the text that became final

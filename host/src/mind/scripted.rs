@@ -3,14 +3,14 @@
 //! line whose `when` occurs in the prompt (system text and user text together), or that has no
 //! `when`, gives the completion. Lines may answer many prompts. It exists so that cycles can be
 //! tested and demonstrated deterministically; its completions go through exactly the extraction,
-//! forge and guardian a model's do.
+//! forge and guardian a model's do. A completion is the whole answer: prefills are not added.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Deserialize;
 
-use super::{Completer, Completion, MindError};
+use super::{Ask, Completer, Completion, MindError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,13 +60,7 @@ impl ScriptedMind {
 }
 
 impl Completer for ScriptedMind {
-    fn complete(
-        &self,
-        system: &str,
-        prompt: &str,
-        _max_tokens: usize,
-        _deadline: Option<Instant>,
-    ) -> Result<Completion, MindError> {
+    fn complete(&self, ask: &Ask<'_>) -> Result<Completion, MindError> {
         let started = Instant::now();
         let rule = self
             .rules
@@ -74,7 +68,7 @@ impl Completer for ScriptedMind {
             .find(|r| {
                 r.when
                     .as_deref()
-                    .is_none_or(|w| prompt.contains(w) || system.contains(w))
+                    .is_none_or(|w| ask.prompt.contains(w) || ask.system.contains(w))
             })
             .ok_or_else(|| {
                 MindError::Inference(format!(

@@ -77,7 +77,7 @@ fn a_missing_method_is_written_repaired_installed_and_answers() {
         "{methods}"
     );
     // The transcript: every state in order, with prompts, completions and the compile error.
-    let transcript = ask(&dealer, json!({"op": "cycle", "id": cycle["id"]}));
+    let transcript = ask(&dealer, json!({"op": "cycle", "cycle": cycle["id"]}));
     let events = transcript["result"]["events"].as_array().expect("events");
     let states: Vec<&str> = events
         .iter()
@@ -317,7 +317,7 @@ fn the_embedded_model_runs_a_cycle_to_an_end_never_a_hang() {
         Some("complete") => assert_eq!(reply["ok"], true, "{reply}"),
         Some("failed") => {
             assert_eq!(reply["error"]["code"], "does-not-understand", "{reply}");
-            let transcript = ask(&dealer, json!({"op": "cycle", "id": cycle["id"]}));
+            let transcript = ask(&dealer, json!({"op": "cycle", "cycle": cycle["id"]}));
             let events = transcript["result"]["events"].as_array().expect("events");
             assert!(
                 events.iter().any(|e| e["kind"] == "diagnostic"),
@@ -330,4 +330,6 @@ fn the_embedded_model_runs_a_cycle_to_an_end_never_a_hang() {
         }
         other => panic!("the cycle did not end: {other:?} {cycles}"),
     }
+    let mut host = host;
+    assert!(host.terminate().success());
 }

@@ -447,6 +447,10 @@ fn the_host_serves_generate_off_its_event_loop() {
         serde_json::json!({"id": 5, "op": "generate", "prompt": "x", "max_tokens": 0}),
     );
     assert_eq!(bad["error"]["code"], "bad-request", "{bad}");
+    // SIGTERM: the mind's thread ends with the host.
+    let mut host = host;
+    let status = host.terminate();
+    assert!(status.success(), "{status:?}");
 }
 
 #[test]
