@@ -260,10 +260,21 @@ impl MindError {
 /// Maps candle's errors; a damaged blob surfaces through candle's reader as an I/O error whose
 /// message says so, and is reported as damage rather than as a bad model.
 pub(crate) fn candle_error(e: candle_core::Error) -> MindError {
-    let text = e.to_string();
+    let text = candle_text(&e);
     if text.contains("is damaged") {
         MindError::Damaged(text)
     } else {
         MindError::Inference(text)
     }
+}
+
+/// candle's message without the backtrace it appends when `RUST_BACKTRACE` is set: errors here
+/// are one line.
+pub(crate) fn candle_text(e: &candle_core::Error) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }

@@ -11,7 +11,8 @@ use super::Mission;
 
 /// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
 /// the genesis example.
-pub const CONTRACT: &str = r#"A method is one Rust function, `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
+pub const CONTRACT: &str = r#"The WIT world `batos:image@0.1.0`: a method imports the image's host functions and `persistence.notify-changed`, and exports `invoke(receiver, args) -> result<string, string>`; the SDK wraps them as follows.
+A method is one Rust function, `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
 - me.get("slot") -> Option<Value>: read a slot. me.set("slot", json!(v))? writes one; then call me.notify_changed();
 - args[0].as_i64(), .as_f64(), .as_str(), .as_array(), .as_bool() read arguments and values (each gives an Option).
 - Answer Ok(json!(value)). Err(message) undoes every change. No unsafe, no other crates.

@@ -103,13 +103,46 @@ impl ChatTemplate {
 /// SmolLM2's template writes a default system message when the conversation has none:
 /// `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n'`.
 fn default_chatml_system(template: &str) -> Option<String> {
-    let start = "<|im_start|>system\\n";
-    let at = template.find(start)? + start.len();
+    // The template's string literal holds a newline, or the two characters `\n`.
+    let (at, start) = ["<|im_start|>system\n", "<|im_start|>system\\n"]
+        .iter()
+        .find_map(|start| template.find(start).map(|at| (at, *start)))?;
+    let at = at + start.len();
     let rest = &template[at..];
     let end = rest.find("<|im_end|>")?;
     let text = &rest[..end];
     // Only a literal: a Jinja expression (`{{ ... }}` or `' +`) is the caller's own system text.
     (!text.contains('{') && !text.contains('\'') && !text.is_empty()).then(|| text.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smollm2s_default_system_message_is_found_in_its_template() {
+        let template = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}";
+        let Some(ChatTemplate::ChatMl { default_system }) = ChatTemplate::recognise(template)
+        else {
+            panic!("ChatML");
+        };
+        assert_eq!(
+            default_system.as_deref(),
+            Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face")
+        );
+        let t = ChatTemplate::ChatMl { default_system };
+        assert!(
+            t.apply(None, "hi")
+                .starts_with("<|im_start|>system\nYou are a helpful")
+        );
+        assert!(
+            t.apply(Some("Be brief."), "hi")
+                .starts_with("<|im_start|>system\nBe brief.<|im_end|>")
+        );
+        // A template whose system text is an expression has no default.
+        let dynamic = "{{ '<|im_start|>system\n' + message['content'] + '<|im_end|>' }}";
+        assert_eq!(default_chatml_system(dynamic), None);
+    }
 }
 
 /// One generation's parameters.

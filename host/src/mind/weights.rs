@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::tokenizer::MindTokenizer;
-use super::{MIND_OBJECT, MindError, candle_error};
+use super::{MIND_OBJECT, MindError, candle_error, candle_text};
 use crate::image::blobs::DEFAULT_CHUNK_SIZE;
 use crate::image::{BlobId, Image, ImageError};
 use crate::object::{Oid, Slot, TxId};
@@ -172,7 +172,8 @@ fn io_error(path: &Path) -> impl Fn(io::Error) -> MindError + '_ {
 pub fn read_header(path: &Path) -> Result<Content, MindError> {
     let file = File::open(path).map_err(io_error(path))?;
     let mut reader = BufReader::new(file);
-    Content::read(&mut reader).map_err(|e| MindError::BadModel(format!("{}: {e}", path.display())))
+    Content::read(&mut reader)
+        .map_err(|e| MindError::BadModel(format!("{}: {}", path.display(), candle_text(&e))))
 }
 
 fn sha256_of(path: &Path) -> Result<String, MindError> {

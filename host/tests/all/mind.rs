@@ -302,6 +302,53 @@ fn import_refuses_what_is_not_a_llama_gguf_and_writes_nothing() {
     )
     .expect_err("refused");
     assert!(err.to_string().contains("not a usable model"), "{err}");
+    // Hostile headers: lengths and counts far past the file are refused, not allocated.
+    let mut huge_string = b"GGUF".to_vec();
+    huge_string.extend(3u32.to_le_bytes());
+    huge_string.extend(0u64.to_le_bytes());
+    huge_string.extend(1u64.to_le_bytes());
+    huge_string.extend(4u64.to_le_bytes());
+    huge_string.extend(b"name");
+    huge_string.extend(8u32.to_le_bytes());
+    huge_string.extend((1u64 << 60).to_le_bytes());
+    let mut many_tensors = b"GGUF".to_vec();
+    many_tensors.extend(3u32.to_le_bytes());
+    many_tensors.extend((1u64 << 29).to_le_bytes());
+    many_tensors.extend(0u64.to_le_bytes());
+    for (name, bytes) in [("huge.gguf", huge_string), ("many.gguf", many_tensors)] {
+        let path = scratch.dir.path().join(name);
+        std::fs::write(&path, bytes).expect("write");
+        let err = weights::import(
+            &mut image,
+            &path,
+            &ImportOptions::default(),
+            "test",
+            &mut |_, _| {},
+        )
+        .expect_err("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains("not a usable model") && !text.contains('\n'),
+            "{text}"
+        );
+    }
+    // A well-formed GGUF of another architecture.
+    let other = scratch.dir.path().join("gpt2.gguf");
+    {
+        use candle_core::quantized::gguf_file::{self, Value};
+        let mut file = std::fs::File::create(&other).expect("create");
+        let arch = Value::String("gpt2".into());
+        gguf_file::write(&mut file, &[("general.architecture", &arch)], &[]).expect("gguf");
+    }
+    let err = weights::import(
+        &mut image,
+        &other,
+        &ImportOptions::default(),
+        "test",
+        &mut |_, _| {},
+    )
+    .expect_err("refused");
+    assert!(err.to_string().contains("architecture `gpt2`"), "{err}");
     let missing = scratch.dir.path().join("missing.gguf");
     let err = weights::import(
         &mut image,
