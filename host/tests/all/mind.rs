@@ -512,3 +512,18 @@ fn a_host_without_a_mind_says_so() {
     let reply = crate::support::ask(&dealer, serde_json::json!({"id": 2, "op": "mind"}));
     assert_eq!(reply["error"]["code"], "no-mind", "{reply}");
 }
+
+#[test]
+fn init_without_the_default_model_says_how_to_get_it_and_leaves_no_image() {
+    let scratch = Scratch::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
+        .arg("--image")
+        .arg(scratch.image_path())
+        .args(["init", "--mind", "image"])
+        .env("BATOS_MODEL", scratch.dir.path().join("nowhere.gguf"))
+        .output()
+        .expect("batos");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("scripts/setup"), "{}", stderr(&out));
+    assert!(!scratch.image_path().exists());
+}
