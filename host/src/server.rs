@@ -570,6 +570,14 @@ impl Worker {
                 );
                 let (reply, read) = match answer {
                     Answer::Reply(reply, read) => (reply, read),
+                    Answer::Missing(mission)
+                        if cognition::Config::read(&self.image).is_ok_and(|c| !c.synthesis) =>
+                    {
+                        // Synthesis is off: answer now rather than queue behind a running cycle.
+                        let message = cognition::failure_message(&mission, &Outcome::Off);
+                        let failure = Failure::new("does-not-understand", message);
+                        (failure_reply(&job.payload, &failure), None)
+                    }
                     Answer::Missing(mission) => {
                         if let Some((cognizer, queue)) = &self.cognition {
                             // The cognition thread answers this one when its cycle ends.

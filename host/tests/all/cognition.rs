@@ -167,6 +167,27 @@ fn a_cycle_that_never_succeeds_fails_cleanly_and_installs_nothing() {
 }
 
 #[test]
+fn with_synthesis_off_a_missing_method_is_does_not_understand_at_once() {
+    let host = scripted_host();
+    let dealer = host.dealer();
+    let set = ask(
+        &dealer,
+        json!({"op": "set", "to": "cognition", "slot": "synthesis", "value": false}),
+    );
+    assert_eq!(set["ok"], true, "{set}");
+    let reply = send(&host, 1, "double");
+    assert_eq!(reply["error"]["code"], "does-not-understand", "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("synthesis is off")),
+        "{reply}"
+    );
+    let cycles = ask(&dealer, json!({"op": "cycles"}));
+    assert_eq!(cycles["result"], json!([]), "{cycles}");
+}
+
+#[test]
 fn two_clients_sending_the_same_missing_message_share_one_cycle() {
     let host = scripted_host();
     let (a, b) = (host.dealer(), host.dealer());
