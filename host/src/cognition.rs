@@ -578,7 +578,7 @@ impl Cycle<'_> {
         let mut last_reason = String::from("no attempt was made");
         for attempt in 1..=config.attempts {
             self.enter(cycle, State::Writing, json!({"attempt": attempt}))?;
-            set_attempts(self.image, cycle, attempt)?;
+            set_slot(self.image, cycle, "attempts", json!(attempt))?;
             let prompt = brief::write_prompt(
                 &brief,
                 &mission.selector,
@@ -604,23 +604,18 @@ impl Cycle<'_> {
             let mut built = match self.methods.build_method(&source) {
                 Ok(built) => built,
                 Err(e) => {
-                    last_reason = brief::clip(&e.to_string(), 1500);
-                    self.event(
-                        cycle,
-                        "diagnostic",
-                        json!({"stage": "compile", "gate": gate_of(&e), "attempt": attempt, "code": e.code(), "error": last_reason, "millis": started.elapsed().as_secs_f64() * 1000.0}),
-                    )?;
-                    let advice = self.review(
+                    let detail = json!({"stage": "compile", "gate": gate_of(&e), "millis": started.elapsed().as_secs_f64() * 1000.0});
+                    let failed = Failed {
                         cycle,
                         mission,
                         config,
-                        &brief,
-                        &source,
-                        &last_reason,
+                        brief: &brief,
                         deadline,
                         attempt,
-                    )?;
-                    repair = Some((source, last_reason.clone(), advice));
+                    };
+                    let (reason, next) = self.setback(&failed, source, &e, detail)?;
+                    last_reason = reason;
+                    repair = Some(next);
                     continue;
                 }
             };
@@ -666,23 +661,18 @@ impl Cycle<'_> {
                     return Ok((report.value, installed.method));
                 }
                 Err(e) => {
-                    last_reason = brief::clip(&e.to_string(), 1500);
-                    self.event(
-                        cycle,
-                        "diagnostic",
-                        json!({"stage": "trial", "attempt": attempt, "code": e.code(), "error": last_reason}),
-                    )?;
-                    let advice = self.review(
+                    let failed = Failed {
                         cycle,
                         mission,
                         config,
-                        &brief,
-                        &source,
-                        &last_reason,
+                        brief: &brief,
                         deadline,
                         attempt,
-                    )?;
-                    repair = Some((source, last_reason.clone(), advice));
+                    };
+                    let (reason, next) =
+                        self.setback(&failed, source, &e, json!({"stage": "trial"}))?;
+                    last_reason = reason;
+                    repair = Some(next);
                 }
             }
         }
@@ -693,30 +683,46 @@ impl Cycle<'_> {
         )))
     }
 
-    /// The reviewer's advice for the next attempt (none after the last one).
-    #[allow(clippy::too_many_arguments)]
-    fn review(
+    /// An attempt that failed: its diagnostic (`detail` plus the attempt, the code and the
+    /// error) in the transcript, and the reviewer's advice (none after the last attempt).
+    /// Answers the reason and what the writer's next prompt repairs: (source, reason, advice).
+    fn setback(
         &mut self,
-        cycle: Oid,
-        mission: &Mission,
-        config: &Config,
-        brief: &str,
-        source: &str,
-        diagnostics: &str,
-        deadline: Instant,
-        attempt: u32,
-    ) -> Result<String, Abort> {
-        if attempt >= config.attempts {
-            return Ok(String::new());
+        failed: &Failed<'_>,
+        source: String,
+        error: &MethodError,
+        mut detail: Value,
+    ) -> Result<(String, (String, String, String)), Abort> {
+        let reason = brief::clip(&error.to_string(), 1500);
+        if let Value::Object(d) = &mut detail {
+            d.insert("attempt".into(), json!(failed.attempt));
+            d.insert("code".into(), json!(error.code()));
+            d.insert("error".into(), json!(reason));
         }
-        self.ask(
-            cycle,
-            &config.reviewer,
-            &brief::review_prompt(brief, source, diagnostics),
-            mission,
-            deadline,
-        )
+        self.event(failed.cycle, "diagnostic", detail)?;
+        let advice = if failed.attempt >= failed.config.attempts {
+            String::new()
+        } else {
+            self.ask(
+                failed.cycle,
+                &failed.config.reviewer,
+                &brief::review_prompt(failed.brief, &source, &reason),
+                failed.mission,
+                failed.deadline,
+            )?
+        };
+        Ok((reason.clone(), (source, reason, advice)))
     }
+}
+
+/// Where a failed attempt happened, for [`Cycle::setback`].
+struct Failed<'a> {
+    cycle: Oid,
+    mission: &'a Mission,
+    config: &'a Config,
+    brief: &'a str,
+    deadline: Instant,
+    attempt: u32,
 }
 
 /// Which gate refused a method: `source` (before rustc), `rustc`, `component` (after it).
@@ -733,10 +739,6 @@ fn set_slot(image: &mut Image, cycle: Oid, slot: &str, value: Value) -> Result<(
         tx.set_slot(cycle, slot, Slot::Value(value))
     })?;
     Ok(())
-}
-
-fn set_attempts(image: &mut Image, cycle: Oid, attempts: u32) -> Result<(), ImageError> {
-    set_slot(image, cycle, "attempts", json!(attempts))
 }
 
 /// Moves `cycle` to `to`: it delegates to the state's object first, and names it in `state`.
@@ -805,7 +807,7 @@ pub fn summary(image: &Image, cycle: Oid) -> Result<Value, CognitionError> {
         Err(e) => return Err(e.into()),
     };
     let proto = image.named(CYCLE_PROTO)?;
-    if proto.is_none() || !view.parents.contains(&proto.unwrap_or(Oid(0))) {
+    if !proto.is_some_and(|p| view.parents.contains(&p)) {
         return Err(CognitionError::NoSuchCycle(cycle));
     }
     let events = image.cycle_events(cycle)?;
