@@ -302,7 +302,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 Err(e) => {
                     // An image without its genesis (or the mind asked for) is not finished.
                     drop(image);
-                    remove_image_files(&global.image);
+                    crate::image::remove_files(&global.image);
                     return Err(e);
                 }
             };
@@ -848,14 +848,6 @@ fn diff_versions(
 /// The method machinery, with the cache in its default place (`$BATOS_CACHE` overrides).
 fn methods() -> Methods {
     Methods::new(crate::forge::default_cache_dir(), Limits::default())
-}
-
-fn remove_image_files(image: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = image.as_os_str().to_owned();
-        path.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(path));
-    }
 }
 
 /// `counter.increment` → (`counter`, `increment`); ids work too: `3.increment`.

@@ -56,6 +56,16 @@ pub enum Durability {
 /// than a method call may run (10 s by default), so a write queued behind one waits it out.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Removes an image's files (the database and its WAL and shared-memory files): an image whose
+/// creation did not finish (genesis, or the mind asked for, failed) is not left behind.
+pub fn remove_files(image: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = image.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(path));
+    }
+}
+
 /// The actor of the first transaction.
 pub const GENESIS_ACTOR: &str = "genesis";
 

@@ -102,7 +102,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         if let Err(e) = methods.install_genesis(&mut primary) {
             // Half a genesis is no image: take it away, so the next start begins again.
             drop(primary);
-            remove_image_files(&options.image);
+            crate::image::remove_files(&options.image);
             return Err(e.into());
         }
         eprintln!("batos: created {} from genesis", options.image.display());
@@ -118,7 +118,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             });
             if let Err(e) = imported {
                 drop(primary);
-                remove_image_files(&options.image);
+                crate::image::remove_files(&options.image);
                 return Err(e.into());
             }
         }
@@ -475,32 +475,36 @@ fn relay_generations(
             )
         } else {
             match outcome {
-                Ok(generation) => {
-                    let id = serde_json::from_slice::<Value>(&job.payload)
-                        .ok()
-                        .and_then(|v| v.get("id").cloned())
-                        .unwrap_or(Value::Null);
-                    json!({"id": id, "ok": true, "result": generation})
-                        .to_string()
-                        .into_bytes()
-                }
+                Ok(generation) => ok_reply(&job.payload, &generation),
                 Err(e) => failure_reply(&job.payload, &Failure::from(e)),
             }
         };
-        let mut frames = job.reply_frames(reply);
-        frames.insert(0, Vec::new());
-        if let Err(e) = push.send_multipart(frames.iter(), 0) {
-            eprintln!("batos: the mind's relay could not hand back a reply: {e}");
-        }
+        hand_back(push, &job, Vec::new(), reply, "the mind's relay");
     }
 }
 
-fn remove_image_files(image: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = image.as_os_str().to_owned();
-        path.push(suffix);
-        let _ = std::fs::remove_file(PathBuf::from(path));
+/// Hands a reply back to the socket thread, after `memo` (what its read cache may keep, or
+/// nothing), on the inproc socket every answering thread has.
+fn hand_back(socket: &zmq::Socket, job: &Job, memo: Vec<u8>, reply: Vec<u8>, who: &str) {
+    let mut frames = job.reply_frames(reply);
+    frames.insert(0, memo);
+    if let Err(e) = socket.send_multipart(frames.iter(), 0) {
+        eprintln!("batos: {who} could not hand back a reply: {e}");
     }
+}
+
+/// The request's `id`, echoed in its reply (null when there is none or the payload is not JSON).
+fn request_id(payload: &[u8]) -> Value {
+    serde_json::from_slice::<Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id").cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn ok_reply(payload: &[u8], result: &impl serde::Serialize) -> Vec<u8> {
+    json!({"id": request_id(payload), "ok": true, "result": result})
+        .to_string()
+        .into_bytes()
 }
 
 /// `ping` straight from the socket thread, so it never waits behind long work.
@@ -524,11 +528,7 @@ fn quick_answer(payload: &[u8], image: &str, newest: &AtomicI64) -> Option<Vec<u
 }
 
 fn failure_reply(payload: &[u8], failure: &Failure) -> Vec<u8> {
-    let id = serde_json::from_slice::<Value>(payload)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
-        .unwrap_or(Value::Null);
-    json!({"id": id, "ok": false, "error": failure.to_json()})
+    json!({"id": request_id(payload), "ok": false, "error": failure.to_json()})
         .to_string()
         .into_bytes()
 }
@@ -594,11 +594,7 @@ impl Worker {
                 }
                 reply
             };
-            let mut frames = job.reply_frames(reply);
-            frames.insert(0, memo);
-            if let Err(e) = self.replies.send_multipart(frames.iter(), 0) {
-                eprintln!("batos: worker could not hand back a reply: {e}");
-            }
+            hand_back(&self.replies, &job, memo, reply, "a worker");
             // After the reply is on its way: `ping` reports the newest transaction.
             if let Ok(tx) = self.image.newest_tx() {
                 self.newest.fetch_max(tx.0, Ordering::AcqRel);
@@ -685,22 +681,12 @@ impl ReadCache {
 
 /// One request, start to finish: decode, execute, encode. Never panics on input.
 pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str) -> Vec<u8> {
-    answer_read(image, methods, payload, actor).0
-}
-
-/// [`answer`], and for a successful read the key and result the socket thread may keep.
-fn answer_read(
-    image: &mut Image,
-    methods: &Methods,
-    payload: &[u8],
-    actor: &str,
-) -> (Vec<u8>, Option<(String, String)>) {
     match answer_with(image, methods, payload, actor, false) {
-        Answer::Reply(reply, read) => (reply, read),
-        Answer::Missing(_) => (
-            failure_reply(payload, &Failure::new("internal", "no cognition here")),
-            None,
-        ),
+        Answer::Reply(reply, _) => reply,
+        // Without cognition no send becomes a mission.
+        Answer::Missing(_) => {
+            failure_reply(payload, &Failure::new("internal", "no cognition here"))
+        }
     }
 }
 
@@ -712,7 +698,8 @@ enum Answer {
     Missing(Mission),
 }
 
-/// [`answer_read`], except that with `cognition` a send that finds no slot becomes a mission.
+/// One request for a worker: the reply and, for a successful read, the key and result the
+/// socket thread may keep; with `cognition`, a send that finds no slot becomes a mission instead.
 fn answer_with(
     image: &mut Image,
     methods: &Methods,
@@ -728,28 +715,11 @@ fn answer_with(
         }
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
-    let mut missing: Option<Mission> = None;
+    // A send, kept for cognition in case nothing understands it.
+    let mut sent: Option<Request> = None;
     let outcome = Request::decode(&value).and_then(|request| {
-        if cognition
-            && let Request::Send {
-                to,
-                selector,
-                args,
-                intent,
-            } = &request
-        {
-            missing = Some(Mission {
-                receiver: Oid(0),
-                selector: selector.clone(),
-                args: args.clone(),
-                intent: intent.clone(),
-                actor: actor.to_owned(),
-            });
-            if let Ok(receiver) = image.resolve(to)
-                && let Some(m) = missing.as_mut()
-            {
-                m.receiver = receiver;
-            }
+        if cognition && matches!(request, Request::Send { .. }) {
+            sent = Some(request.clone());
         }
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             protocol::execute(image, methods, request, actor)
@@ -773,10 +743,21 @@ fn answer_with(
         }
         Err(failure) => {
             if failure.code == "does-not-understand"
-                && let Some(mission) = missing
-                && mission.receiver != Oid(0)
+                && let Some(Request::Send {
+                    to,
+                    selector,
+                    args,
+                    intent,
+                }) = sent
+                && let Ok(receiver) = image.resolve(&to)
             {
-                return Answer::Missing(mission);
+                return Answer::Missing(Mission {
+                    receiver,
+                    selector,
+                    args,
+                    intent,
+                    actor: actor.to_owned(),
+                });
             }
             let reply = json!({"id": id, "ok": false, "error": failure.to_json()});
             Answer::Reply(reply.to_string().into_bytes(), None)
@@ -865,11 +846,7 @@ impl Thinker {
             }
             for (n, (job, waiter)) in self.cognizer.take(&key).into_iter().enumerate() {
                 let reply = self.reply(n, &job, &waiter, &outcome);
-                let mut frames = job.reply_frames(reply);
-                frames.insert(0, Vec::new());
-                if let Err(e) = self.replies.send_multipart(frames.iter(), 0) {
-                    eprintln!("batos: cognition could not hand back a reply: {e}");
-                }
+                hand_back(&self.replies, &job, Vec::new(), reply, "cognition");
             }
         }
     }
@@ -881,15 +858,7 @@ impl Thinker {
         waiter: &Mission,
         outcome: &Result<Outcome, Failure>,
     ) -> Vec<u8> {
-        let id = serde_json::from_slice::<Value>(&job.payload)
-            .ok()
-            .and_then(|v| v.get("id").cloned())
-            .unwrap_or(Value::Null);
-        let ok = |value: &Value| {
-            json!({"id": id, "ok": true, "result": value})
-                .to_string()
-                .into_bytes()
-        };
+        let ok = |value: &Value| ok_reply(&job.payload, value);
         match outcome {
             // The message that opened the cycle was answered inside it, with the install.
             Ok(Outcome::Answered { value, .. }) if n == 0 => ok(value),
