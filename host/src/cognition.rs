@@ -601,7 +601,7 @@ impl Cycle<'_> {
             self.enter(cycle, State::Compiling, json!({"attempt": attempt}))?;
             self.check(deadline)?;
             let started = Instant::now();
-            let mut built = match self.methods.build_method(&source) {
+            let mut built = match self.methods.build(&source) {
                 Ok(built) => built,
                 Err(e) => {
                     let detail = json!({"stage": "compile", "gate": gate_of(&e), "millis": started.elapsed().as_secs_f64() * 1000.0});

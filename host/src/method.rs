@@ -106,9 +106,23 @@ pub struct Built {
     pub source: String,
     pub wasm: Vec<u8>,
     pub sha256: String,
-    /// The guardian's report; cognition adds the cycle it came from.
+    /// The gates' report; cognition adds the cycle it came from.
     pub report: Value,
     pub component: wasmtime::component::Component,
+}
+
+impl Built {
+    /// The row installing it stores.
+    fn record<'a>(&'a self, contract: &'a str, origin: Origin) -> NewMethod<'a> {
+        NewMethod {
+            source: &self.source,
+            wasm: &self.wasm,
+            sha256: &self.sha256,
+            contract,
+            report: &self.report,
+            origin,
+        }
+    }
 }
 
 /// What a send produced.
@@ -161,10 +175,7 @@ impl Methods {
     }
 
     /// Source gate, forge and component gate, with a report; nothing touches the image.
-    pub fn build(
-        &self,
-        source: &str,
-    ) -> Result<(Vec<u8>, String, Value, wasmtime::component::Component), MethodError> {
+    pub fn build(&self, source: &str) -> Result<Built, MethodError> {
         let started = Instant::now();
         source_gate::check(source).map_err(|refusals| MethodError::Refused {
             gate: "source",
@@ -205,7 +216,13 @@ impl Methods {
             },
             "runtime_gate": "every call: each object written must be notified before Ok, else the call is rolled back",
         });
-        Ok((compiled.wasm, compiled.sha256, report, component))
+        Ok(Built {
+            source: source.to_owned(),
+            wasm: compiled.wasm,
+            sha256: compiled.sha256,
+            report,
+            component,
+        })
     }
 
     /// Installs `source` as a new version of `target.selector`.
@@ -220,29 +237,18 @@ impl Methods {
     ) -> Result<Installed, MethodError> {
         check_selector(selector)?;
         image.describe(target, None)?;
-        let (wasm, sha256, report, component) = self.build(source)?;
+        let built = self.build(source)?;
         let contract = contract();
         let note = format!("install {target}.{selector}");
         let ((method, version), tx) = image.transact(actor, &note, |tx| {
-            tx.install_method(
-                target,
-                selector,
-                &NewMethod {
-                    source,
-                    wasm: &wasm,
-                    sha256: &sha256,
-                    contract: &contract,
-                    report: &report,
-                    origin,
-                },
-            )
+            tx.install_method(target, selector, &built.record(&contract, origin))
         })?;
-        self.sandbox()?.remember(method, &component)?;
+        self.sandbox()?.remember(method, &built.component)?;
         Ok(Installed {
             method,
             version,
             tx,
-            report,
+            report: built.report,
         })
     }
 
@@ -265,18 +271,8 @@ impl Methods {
         let contract = contract();
         let sandbox = Arc::clone(self.sandbox()?);
         let (((method, version), report), tx) = image.transact(actor, note, |tx| {
-            let (method, version) = tx.install_method(
-                target,
-                selector,
-                &NewMethod {
-                    source: &built.source,
-                    wasm: &built.wasm,
-                    sha256: &built.sha256,
-                    contract: &contract,
-                    report: &built.report,
-                    origin,
-                },
-            )?;
+            let (method, version) =
+                tx.install_method(target, selector, &built.record(&contract, origin))?;
             // Method ids are never reused, so a rolled-back install leaves nothing wrong here.
             sandbox.remember(method, &built.component)?;
             let call = Call::new(method, target, args, sandbox.limits());
@@ -292,18 +288,6 @@ impl Methods {
             },
             report,
         ))
-    }
-
-    /// [`Methods::build`], kept together for [`Methods::install_and_send`].
-    pub fn build_method(&self, source: &str) -> Result<Built, MethodError> {
-        let (wasm, sha256, report, component) = self.build(source)?;
-        Ok(Built {
-            source: source.to_owned(),
-            wasm,
-            sha256,
-            report,
-            component,
-        })
     }
 
     /// Sends `selector` to `receiver`: a value slot answers its value, a method runs in its own
@@ -365,7 +349,7 @@ impl Methods {
     pub fn install_genesis(&self, image: &mut Image) -> Result<TxId, MethodError> {
         let mut built = Vec::new();
         for (object, selector, source) in GENESIS {
-            built.push((*object, *selector, *source, self.build(source)?));
+            built.push((*object, *selector, self.build(source)?));
         }
         let contract = contract();
         let (ids, tx) = image.transact(
@@ -377,19 +361,12 @@ impl Methods {
                 slots.insert("count".into(), json!(0));
                 tx.create_object(&[object], Some("counter"), slots)?;
                 let mut ids = Vec::new();
-                for (name, selector, source, (wasm, sha256, report, _)) in &built {
+                for (name, selector, method) in &built {
                     let oid = tx.resolve(&crate::object::ObjRef::Name((*name).into()))?;
                     let (id, _) = tx.install_method(
                         oid,
                         selector,
-                        &NewMethod {
-                            source,
-                            wasm,
-                            sha256,
-                            contract: &contract,
-                            report,
-                            origin: Origin::Genesis,
-                        },
+                        &method.record(&contract, Origin::Genesis),
                     )?;
                     ids.push(id);
                 }
@@ -397,8 +374,8 @@ impl Methods {
             },
         )?;
         let sandbox = self.sandbox()?;
-        for (id, (_, _, _, (_, _, _, component))) in ids.into_iter().zip(&built) {
-            sandbox.remember(id, component)?;
+        for (id, (_, _, method)) in ids.into_iter().zip(&built) {
+            sandbox.remember(id, &method.component)?;
         }
         Ok(tx)
     }
