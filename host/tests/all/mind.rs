@@ -24,21 +24,30 @@ fn model_path() -> PathBuf {
     path
 }
 
+/// Imports `file` into `image` as the test actor, without progress.
+fn import(
+    image: &mut Image,
+    file: &std::path::Path,
+    options: &ImportOptions,
+) -> Result<MindInfo, mind::MindError> {
+    weights::import(image, file, options, "test", &mut |_, _| {}).map(|(info, _)| info)
+}
+
+/// A new image in a scratch directory with the default model imported: the image (closed),
+/// its path and the mind's metadata.
+fn imported(options: &ImportOptions) -> (Scratch, PathBuf, MindInfo) {
+    let scratch = Scratch::new();
+    let path = scratch.image_path();
+    let mut image = Image::create(&path, Durability::Normal).expect("image");
+    let info = import(&mut image, &model_path(), options).expect("import");
+    (scratch, path, info)
+}
+
 /// One image with the default model imported, shared by the tests that only read it.
 fn shared_image() -> &'static PathBuf {
     static IMAGE: OnceLock<(Scratch, PathBuf)> = OnceLock::new();
     let (_, path) = IMAGE.get_or_init(|| {
-        let scratch = Scratch::new();
-        let path = scratch.image_path();
-        let mut image = Image::create(&path, Durability::Normal).expect("image");
-        weights::import(
-            &mut image,
-            &model_path(),
-            &ImportOptions::default(),
-            "test",
-            &mut |_, _| {},
-        )
-        .expect("import");
+        let (scratch, path, _) = imported(&ImportOptions::default());
         (scratch, path)
     });
     path
@@ -254,18 +263,7 @@ fn bad_generation_requests_are_refused_clearly() {
 
 #[test]
 fn a_damaged_chunk_is_detected_at_load_never_a_garbage_model() {
-    let scratch = Scratch::new();
-    let path = scratch.image_path();
-    let mut image = Image::create(&path, Durability::Normal).expect("image");
-    let (info, _) = weights::import(
-        &mut image,
-        &model_path(),
-        &ImportOptions::default(),
-        "test",
-        &mut |_, _| {},
-    )
-    .expect("import");
-    drop(image);
+    let (_scratch, path, info) = imported(&ImportOptions::default());
     // Damage one byte of one chunk behind the image's back (the triggers forbid it otherwise).
     let conn = rusqlite::Connection::open(&path).expect("sqlite");
     conn.execute_batch(
@@ -293,14 +291,7 @@ fn import_refuses_what_is_not_a_llama_gguf_and_writes_nothing() {
     let before = image.newest_tx().expect("tx");
     let junk = scratch.dir.path().join("junk.gguf");
     std::fs::write(&junk, b"definitely not a gguf file").expect("write");
-    let err = weights::import(
-        &mut image,
-        &junk,
-        &ImportOptions::default(),
-        "test",
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let err = import(&mut image, &junk, &ImportOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("not a usable model"), "{err}");
     // Hostile headers: lengths and counts far past the file are refused, not allocated.
     let mut huge_string = b"GGUF".to_vec();
@@ -318,14 +309,7 @@ fn import_refuses_what_is_not_a_llama_gguf_and_writes_nothing() {
     for (name, bytes) in [("huge.gguf", huge_string), ("many.gguf", many_tensors)] {
         let path = scratch.dir.path().join(name);
         std::fs::write(&path, bytes).expect("write");
-        let err = weights::import(
-            &mut image,
-            &path,
-            &ImportOptions::default(),
-            "test",
-            &mut |_, _| {},
-        )
-        .expect_err("refused");
+        let err = import(&mut image, &path, &ImportOptions::default()).expect_err("refused");
         let text = err.to_string();
         assert!(
             text.contains("not a usable model") && !text.contains('\n'),
@@ -340,32 +324,17 @@ fn import_refuses_what_is_not_a_llama_gguf_and_writes_nothing() {
         let arch = Value::String("gpt2".into());
         gguf_file::write(&mut file, &[("general.architecture", &arch)], &[]).expect("gguf");
     }
-    let err = weights::import(
-        &mut image,
-        &other,
-        &ImportOptions::default(),
-        "test",
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let err = import(&mut image, &other, &ImportOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("architecture `gpt2`"), "{err}");
     let missing = scratch.dir.path().join("missing.gguf");
-    let err = weights::import(
-        &mut image,
-        &missing,
-        &ImportOptions::default(),
-        "test",
-        &mut |_, _| {},
-    )
-    .expect_err("refused");
+    let err = import(&mut image, &missing, &ImportOptions::default()).expect_err("refused");
     assert!(err.to_string().contains("missing.gguf"), "{err}");
     // A wrong pinned hash is refused before anything commits.
     let options = ImportOptions {
         expect_sha256: Some("0".repeat(64)),
         ..ImportOptions::default()
     };
-    let err = weights::import(&mut image, &model_path(), &options, "test", &mut |_, _| {})
-        .expect_err("refused");
+    let err = import(&mut image, &model_path(), &options).expect_err("refused");
     assert!(err.to_string().contains("sha256"), "{err}");
     assert_eq!(image.newest_tx().expect("tx"), before);
     assert!(matches!(
@@ -376,20 +345,14 @@ fn import_refuses_what_is_not_a_llama_gguf_and_writes_nothing() {
 
 #[test]
 fn requantized_import_loads_and_generates() {
-    let scratch = Scratch::new();
-    let path = scratch.image_path();
-    let mut image = Image::create(&path, Durability::Normal).expect("image");
-    let options = ImportOptions {
+    let (_scratch, path, info) = imported(&ImportOptions {
         quantize: Some(mind::Quantize::Q8_0),
         ..ImportOptions::default()
-    };
-    let (info, _) = weights::import(&mut image, &model_path(), &options, "test", &mut |_, _| {})
-        .expect("import");
+    });
     assert_eq!(info.quantization, "q8_0");
     assert_eq!(info.requantized_from.as_deref(), Some("q4_1"));
     assert_eq!(info.source_sha256, mind::DEFAULT_MODEL_SHA256);
     assert_ne!(info.sha256, info.source_sha256);
-    drop(image);
     let mut engine = engine_from_image(&path);
     let out = engine
         .generate(
