@@ -238,7 +238,7 @@ pub enum MindCommand {
     /// Stream a Llama-architecture GGUF into the image as its mind (one transaction).
     Import {
         file: PathBuf,
-        /// Rewrite the quantized matrices as this type while importing (q8_0: candle's fast path).
+        /// Rewrite the quantized matrices as this type while importing (q8_0: 8 bits per weight).
         #[arg(long)]
         quantize: Option<String>,
         /// Chunk size in MiB.
@@ -278,6 +278,10 @@ pub enum MindCommand {
         file: Option<PathBuf>,
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// The forward pass: auto (native where it covers the model on the CPU), native or
+        /// candle.
+        #[arg(long, default_value = "auto")]
+        backend: mind::Backend,
     },
 }
 
@@ -374,6 +378,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 ignore_eos,
                 file,
                 device,
+                backend,
             } => {
                 let request = GenerateRequest {
                     prompt,
@@ -388,7 +393,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                     ignore_eos,
                     ..GenerateRequest::default()
                 };
-                return generate(&global, request, file.as_deref(), &device);
+                return generate(&global, request, file.as_deref(), &device, backend);
             }
         },
         Command::Cycles {
@@ -620,6 +625,7 @@ fn generate(
     request: GenerateRequest,
     file: Option<&std::path::Path>,
     device: &str,
+    backend: mind::Backend,
 ) -> Result<(), Failure> {
     use std::io::Write;
     let device = mind::device(device)?;
@@ -630,12 +636,12 @@ fn generate(
                 path: path.to_owned(),
                 source,
             })?;
-            Engine::load(f, &device)?
+            Engine::load_with(f, &device, backend)?
         }
         None => {
             let image = Image::open_read_only(&global.image)?;
             let info = MindInfo::read(&image)?;
-            Engine::load(image.blob_reader(info.blob)?, &device)?
+            Engine::load_with(image.blob_reader(info.blob)?, &device, backend)?
         }
     };
     let load_s = loaded.elapsed().as_secs_f64();
@@ -654,7 +660,8 @@ fn generate(
         println!();
     }
     eprintln!(
-        "batos: loaded in {load_s:.2} s; prompt {} tokens at {:.1} tokens/s; generated {} tokens at {:.1} tokens/s ({:?})",
+        "batos: loaded in {load_s:.2} s ({:?} backend); prompt {} tokens at {:.1} tokens/s; generated {} tokens at {:.1} tokens/s ({:?})",
+        engine.backend(),
         generation.prompt_tokens,
         generation.prompt_tokens_per_s,
         generation.tokens,

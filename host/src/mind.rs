@@ -4,10 +4,13 @@
 //!   optional requantization), the `mind` object's metadata, loading straight from the blob.
 //! - [`tokenizer`]: the tokenizer, from the GGUF's own metadata.
 //! - [`engine`]: a loaded model and one generation (chat template, sampling, stop sequences).
+//! - [`llama`]: the native forward pass over the GGUF's quantized blocks (Q4_1, Q8_0), with
+//!   the SIMD kernels of `batos-kernels`; candle runs what it does not cover.
 //! - [`worker`]: the inference thread that owns the engine; callers queue requests and receive
 //!   tokens through a channel, and may cancel.
 
 pub mod engine;
+pub mod llama;
 pub mod scripted;
 pub mod tokenizer;
 pub mod weights;
@@ -18,7 +21,7 @@ use std::str::FromStr;
 
 use candle_core::Device;
 
-pub use engine::{Engine, GenerateRequest, Generation, StopReason};
+pub use engine::{Backend, Engine, GenerateRequest, Generation, StopReason};
 pub use weights::{ImportOptions, MindInfo, Quantize};
 pub use worker::{MindHandle, Pending};
 
@@ -43,6 +46,21 @@ pub fn default_model_path() -> Option<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
     Some(cache.join("batos").join("models").join(DEFAULT_MODEL_FILE))
+}
+
+/// Threads for inference: `BATOS_MIND_THREADS`, else `CANDLE_NUM_THREADS`, else 1 (one thread
+/// keeps its speed when another process holds the other core of a 2-core machine; see the
+/// README's measurements).
+pub fn threads() -> usize {
+    ["BATOS_MIND_THREADS", "CANDLE_NUM_THREADS"]
+        .iter()
+        .find_map(|key| {
+            std::env::var(key)
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+        })
+        .unwrap_or(1)
 }
 
 /// Which mind a host runs (`--mind`).
@@ -151,7 +169,7 @@ pub fn device(name: &str) -> Result<Device, MindError> {
 }
 
 /// Imports the default model into a new image (what `init` and `serve` do unless `--mind none`),
-/// checking its pinned sha256, requantized to Q8_0.
+/// checking its pinned sha256, as shipped (Q4_1: the native backend's fastest format).
 pub fn import_default(
     image: &mut crate::image::Image,
     actor: &str,
@@ -162,8 +180,6 @@ pub fn import_default(
         return Err(MindError::NoDefaultModel(path));
     }
     let options = ImportOptions {
-        // Requantized at import: candle runs Q8_0 with SIMD and Q4_1 without (see the README).
-        quantize: Some(Quantize::Q8_0),
         expect_sha256: std::env::var_os("BATOS_MODEL")
             .is_none()
             .then(|| DEFAULT_MODEL_SHA256.to_owned()),

@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """The mind's benchmark: memory of import and load, and prompt and generation speed of the
-embedded model in batos (candle) beside llama.cpp (the peer, via xllamacpp) on the same GGUF,
+embedded model in batos (its native backend, and candle's for reference) beside llama.cpp (the peer, via xllamacpp) on the same GGUF,
 the same prompt, the same thread count, on this machine, one after the other.
 
     cargo build --release --bin batos
     python3 scripts/bench/mind.py [--batos target/release/batos] [--runs 3] [--threads 1 2]
 
 Configurations:
-- batos q4_1: the file as shipped, imported unchanged;
-- batos q8_0: the same file requantized at import (`batos mind import --quantize q8_0`);
+- batos q4_1: the file as shipped, imported unchanged (the default), on the native backend;
+- batos q8_0: the same file requantized at import (`batos mind import --quantize q8_0`), native;
+- batos q4_1 / q8_0 (candle): the same two images on candle's quantized Llama (`--backend candle`);
 - llama.cpp q4_1: the file as shipped (scripts/bench/llamacpp.py).
 
 Every run is greedy, with the ChatML prompt given raw (the same 25 tokens in both engines) and
@@ -79,17 +80,20 @@ def main():
         rows, outputs = [], {}
         for threads in args.threads:
             env = {"BATOS_MIND_THREADS": str(threads)}
-            for quant, base in images.items():
-                results, load_rss = [], 0.0
-                for _ in range(args.runs):
-                    out, rss = timed([*base, "--json", "mind", "generate", "--raw", prompt,
-                                      "--max-tokens", str(args.max_tokens), "--ignore-eos"], env)
-                    results.append(json.loads(out))
-                    load_rss = max(load_rss, rss)
-                rows.append((f"batos {quant}", threads,
-                             statistics.median(r["prompt_tokens_per_s"] for r in results),
-                             statistics.median(r["tokens_per_s"] for r in results), load_rss))
-                outputs[(quant, threads)] = results[-1]
+            for backend in ["native", "candle"]:
+                for quant, base in images.items():
+                    results, load_rss = [], 0.0
+                    for _ in range(args.runs):
+                        out, rss = timed([*base, "--json", "mind", "generate", "--raw", prompt,
+                                          "--max-tokens", str(args.max_tokens), "--ignore-eos",
+                                          "--backend", backend], env)
+                        results.append(json.loads(out))
+                        load_rss = max(load_rss, rss)
+                    label = f"batos {quant}" + ("" if backend == "native" else " (candle)")
+                    rows.append((label, threads,
+                                 statistics.median(r["prompt_tokens_per_s"] for r in results),
+                                 statistics.median(r["tokens_per_s"] for r in results), load_rss))
+                    outputs[(label, threads)] = results[-1]
             peer = json.loads(subprocess.run(
                 [sys.executable, os.path.join(HERE, "llamacpp.py"), "--model", args.model, "--threads",
                  str(threads), "--runs", str(args.runs), "--max-tokens", str(args.max_tokens), "--json"],
@@ -116,10 +120,11 @@ def main():
     t = args.threads[0]
     peer_ids = outputs[("llama.cpp", t)]["ids"]
     print(f"greedy output, {t} thread(s) (llama.cpp via xllamacpp {outputs[('llama.cpp', t)]['version']}):")
-    for key, label in [(("q4_1", t), "batos q4_1"), (("q8_0", t), "batos q8_0"), (("llama.cpp", t), "llama.cpp q4_1")]:
+    labels = ["batos q4_1", "batos q8_0", "batos q4_1 (candle)", "batos q8_0 (candle)"]
+    for key, label in [*(((l, t), l) for l in labels), (("llama.cpp", t), "llama.cpp q4_1")]:
         out = outputs[key]
         same = common_prefix(out["ids"], peer_ids)
-        same_q4 = common_prefix(out["ids"], outputs[("q4_1", t)]["ids"])
+        same_q4 = common_prefix(out["ids"], outputs[("batos q4_1", t)]["ids"])
         text = out["text"][:90].replace("\n", "\\n")
         print(f"- {label}: first {same} tokens as llama.cpp, first {same_q4} as batos q4_1: {text!r}")
 

@@ -13,8 +13,66 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 use serde::{Deserialize, Serialize};
 
+use super::llama::Llama;
 use super::tokenizer::MindTokenizer;
 use super::{MindError, candle_error};
+
+/// Which forward pass runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// Native where it covers the model and the device is the CPU, candle otherwise.
+    #[default]
+    Auto,
+    /// batos's own Llama pass and kernels ([`super::llama`]): Q4_1 and Q8_0 on the CPU.
+    Native,
+    /// candle's quantized Llama: any GGUF quantization, CPU or CUDA.
+    Candle,
+}
+
+impl std::str::FromStr for Backend {
+    type Err = MindError;
+    fn from_str(s: &str) -> Result<Self, MindError> {
+        match s {
+            "auto" => Ok(Backend::Auto),
+            "native" => Ok(Backend::Native),
+            "candle" => Ok(Backend::Candle),
+            other => Err(MindError::BadRequest(format!(
+                "`{other}` is not a backend: use auto, native or candle"
+            ))),
+        }
+    }
+}
+
+/// The forward pass a loaded engine runs.
+#[derive(Debug)]
+enum Network {
+    Native(Box<Llama>),
+    Candle(Box<ModelWeights>),
+}
+
+impl Network {
+    /// The logits (`[1, vocabulary]`) after running `tokens` at `position..`.
+    fn forward(
+        &mut self,
+        device: &Device,
+        tokens: &[u32],
+        position: usize,
+    ) -> Result<Tensor, MindError> {
+        match self {
+            Network::Native(llama) => {
+                let logits = llama.forward(tokens, position)?;
+                Tensor::from_slice(logits, (1, logits.len()), device).map_err(candle_error)
+            }
+            Network::Candle(model) => {
+                let input = Tensor::new(tokens, device)
+                    .and_then(|t| t.unsqueeze(0))
+                    .map_err(candle_error)?;
+                model.forward(&input, position).map_err(candle_error)
+            }
+        }
+    }
+}
 
 /// The chat templates this build can apply, recognised from the GGUF's template text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +277,7 @@ pub struct Generation {
 /// A loaded model, its tokenizer and its template.
 #[derive(Debug)]
 pub struct Engine {
-    model: ModelWeights,
+    network: Network,
     tokenizer: MindTokenizer,
     template: Option<ChatTemplate>,
     end_ids: Vec<u32>,
@@ -231,6 +289,16 @@ impl Engine {
     /// Loads a GGUF from any `Read + Seek` (a file or a blob in the image). The reader is
     /// buffered here: metadata parsing makes tens of thousands of tiny reads.
     pub fn load(reader: impl Read + Seek, device: &Device) -> Result<Engine, MindError> {
+        Engine::load_with(reader, device, Backend::Auto)
+    }
+
+    /// [`Engine::load`] with a chosen backend; `Native` is refused for a model or device it
+    /// does not cover.
+    pub fn load_with(
+        reader: impl Read + Seek,
+        device: &Device,
+        backend: Backend,
+    ) -> Result<Engine, MindError> {
         let mut reader = BufReader::with_capacity(256 << 10, reader);
         let content = Content::read(&mut reader).map_err(candle_error)?;
         let tokenizer = MindTokenizer::from_gguf(&content)?;
@@ -244,19 +312,53 @@ impl Engine {
             .get("llama.context_length")
             .and_then(|v| v.to_u32().ok())
             .map_or(MAX_SEQ_LEN, |c| (c as usize).min(MAX_SEQ_LEN));
-        let model = ModelWeights::from_gguf(content, &mut reader, device).map_err(candle_error)?;
+        let native = match (backend, device.is_cpu(), Llama::supports(&content)) {
+            (Backend::Candle, _, _) | (Backend::Auto, false, _) | (Backend::Auto, _, Some(_)) => {
+                false
+            }
+            (Backend::Native, false, _) => {
+                return Err(MindError::Unsupported(
+                    "the native backend runs on the CPU only".into(),
+                ));
+            }
+            (Backend::Native, true, Some(why)) => {
+                return Err(MindError::Unsupported(format!(
+                    "the native backend does not cover this model: {why}"
+                )));
+            }
+            (Backend::Native | Backend::Auto, true, None) => true,
+        };
+        let network = if native {
+            Network::Native(Box::new(Llama::load(
+                &content,
+                &mut reader,
+                super::threads(),
+            )?))
+        } else {
+            Network::Candle(Box::new(
+                ModelWeights::from_gguf(content, &mut reader, device).map_err(candle_error)?,
+            ))
+        };
         let mut end_ids: Vec<u32> = tokenizer.eos.into_iter().collect();
         if let Some(t) = &template {
             end_ids.extend(t.end_markers().iter().filter_map(|m| tokenizer.token_id(m)));
         }
         Ok(Engine {
-            model,
+            network,
             tokenizer,
             template,
             end_ids,
             context,
             device: device.clone(),
         })
+    }
+
+    /// The backend that runs this engine: `native` or `candle`.
+    pub fn backend(&self) -> Backend {
+        match self.network {
+            Network::Native(_) => Backend::Native,
+            Network::Candle(_) => Backend::Candle,
+        }
     }
 
     pub fn tokenizer(&self) -> &MindTokenizer {
@@ -328,13 +430,12 @@ impl Engine {
             (temperature, Some(p)) => Sampling::TopP { p, temperature },
         };
         let mut sampler = LogitsProcessor::from_sampling(request.seed, sampling);
-        self.model.clear_kv_cache();
+        if let Network::Candle(model) = &mut self.network {
+            model.clear_kv_cache();
+        }
 
         let started = Instant::now();
-        let input = Tensor::new(prompt.as_slice(), &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(candle_error)?;
-        let mut logits = self.model.forward(&input, 0).map_err(candle_error)?;
+        let mut logits = self.network.forward(&self.device, &prompt, 0)?;
         let prompt_done = Instant::now();
 
         let mut history = prompt.clone();
@@ -383,13 +484,9 @@ impl Engine {
             if ids.len() == request.max_tokens {
                 break;
             }
-            let input = Tensor::new(&[next], &self.device)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(candle_error)?;
             logits = self
-                .model
-                .forward(&input, prompt.len() + ids.len() - 1)
-                .map_err(candle_error)?;
+                .network
+                .forward(&self.device, &[next], prompt.len() + ids.len() - 1)?;
         }
         if text.len() > emitted && stop != StopReason::Cancelled {
             let _ = on_text(&text[emitted..]);

@@ -1,0 +1,769 @@
+//! The native Llama forward pass: the GGUF's quantized matrices as they are stored, products by
+//! `batos-kernels`, and nothing allocated per token.
+//!
+//! Why it exists: generating one token reads every weight once, so a CPU generates as fast as
+//! it streams the weights. candle's quantized Llama has no SIMD kernel for Q4_1 (the default
+//! model's format), copies the whole KV cache at every token and allocates a tensor per
+//! operation; this path reads Q4_1 (0.625 bytes per weight) and Q8_0 straight from the file's
+//! blocks with AVX2 / AVX-VNNI kernels, keeps the KV cache in place and reuses its buffers.
+//! Models it does not cover (other formats, other architectures, a GPU) run on candle; see
+//! [`Llama::supports`].
+//!
+//! The arithmetic is the GGUF Llama's: RMS norms, grouped-query attention with ggml's
+//! interleaved rotary embedding (pairs `2i, 2i + 1`), a SiLU-gated feed-forward, a tied or
+//! separate output matrix. Activations are quantized to 8 bits per 32-value block before each
+//! product, as llama.cpp and candle do.
+//!
+//! With more than one thread, helper threads each take a share of every product's rows (the
+//! weights are shared read-only, the quantized input by reference count; each helper answers
+//! its rows). A helper waits for the next product spinning briefly, then asleep, so a busy
+//! machine costs it a wake-up, not a stolen core.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::ops::Range;
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+
+use batos_kernels::{Format, KernelError, Q8Vector};
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
+
+use super::MindError;
+
+/// The model's shape, from the GGUF's metadata.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shape {
+    pub layers: usize,
+    pub embedding: usize,
+    pub feed_forward: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub vocabulary: usize,
+    pub context: usize,
+    pub rms_epsilon: f32,
+    pub rope_base: f32,
+}
+
+/// A quantized matrix: `rows` rows of `cols` values, in the file's own blocks.
+#[derive(Debug)]
+struct Matrix {
+    format: Format,
+    rows: usize,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    q: Arc<Matrix>,
+    k: Arc<Matrix>,
+    v: Arc<Matrix>,
+    o: Arc<Matrix>,
+    ffn_norm: Vec<f32>,
+    gate: Arc<Matrix>,
+    up: Arc<Matrix>,
+    down: Arc<Matrix>,
+}
+
+/// Buffers reused by every forward pass (sized for the longest batch seen so far).
+#[derive(Debug, Default)]
+struct Scratch {
+    /// The residual stream, token-major: `[tokens][embedding]`.
+    x: Vec<f32>,
+    /// Normalized input of the current product, token-major.
+    normed: Vec<f32>,
+    /// Quantized inputs, one per token (shared with the helpers during a product).
+    acts: Arc<Vec<Q8Vector>>,
+    /// A product's output as the kernels write it: `[rows][tokens]`.
+    product: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attended: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    scores: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+/// A loaded model with its KV cache.
+#[derive(Debug)]
+pub struct Llama {
+    shape: Shape,
+    embeddings: Arc<Matrix>,
+    layers: Vec<Layer>,
+    output_norm: Vec<f32>,
+    /// `None`: the output matrix is the token embeddings (tied).
+    output: Option<Arc<Matrix>>,
+    team: Team,
+    /// Per layer, keys then values: `[position][kv_heads · head_dim]`.
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+    /// Positions held in the cache.
+    cached: usize,
+    /// Rotary angles per position, `[position][head_dim / 2]` as (cos, sin), grown on demand.
+    rope: Vec<(f32, f32)>,
+    scratch: Scratch,
+}
+
+fn metadata_u32(content: &Content, key: &str) -> Result<usize, MindError> {
+    content
+        .metadata
+        .get(key)
+        .and_then(|v| v.to_u32().ok())
+        .map(|v| v as usize)
+        .ok_or_else(|| MindError::BadModel(format!("the GGUF has no `{key}`")))
+}
+
+fn format_of(dtype: GgmlDType) -> Option<Format> {
+    match dtype {
+        GgmlDType::Q4_1 => Some(Format::Q4_1),
+        GgmlDType::Q8_0 => Some(Format::Q8_0),
+        _ => None,
+    }
+}
+
+fn read_error(name: &str, e: std::io::Error) -> MindError {
+    let text = e.to_string();
+    if text.contains("is damaged") {
+        MindError::Damaged(text)
+    } else {
+        MindError::BadModel(format!("cannot read tensor {name}: {text}"))
+    }
+}
+
+struct Loader<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+}
+
+impl<R: Read + Seek> Loader<'_, R> {
+    fn info(&self, name: &str) -> Result<&TensorInfo, MindError> {
+        self.content
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| MindError::BadModel(format!("the GGUF has no tensor {name}")))
+    }
+
+    fn bytes(&mut self, name: &str, len: usize) -> Result<Vec<u8>, MindError> {
+        let info = self.info(name)?;
+        let at = self.content.tensor_data_offset + info.offset;
+        self.reader
+            .seek(SeekFrom::Start(at))
+            .map_err(|e| read_error(name, e))?;
+        let mut bytes = vec![0u8; len];
+        self.reader
+            .read_exact(&mut bytes)
+            .map_err(|e| read_error(name, e))?;
+        Ok(bytes)
+    }
+
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Arc<Matrix>, MindError> {
+        let info = self.info(name)?;
+        let format = format_of(info.ggml_dtype)
+            .ok_or_else(|| MindError::Unsupported(format!("{name} is {:?}", info.ggml_dtype)))?;
+        if info.shape.dims() != [rows, cols] {
+            return Err(MindError::BadModel(format!(
+                "{name} is {:?}, expected [{rows}, {cols}]",
+                info.shape.dims()
+            )));
+        }
+        let bytes = self.bytes(name, rows * format.row_bytes(cols))?;
+        Ok(Arc::new(Matrix {
+            format,
+            rows,
+            cols,
+            bytes,
+        }))
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, MindError> {
+        let info = self.info(name)?;
+        if info.ggml_dtype != GgmlDType::F32 || info.shape.dims() != [len] {
+            return Err(MindError::Unsupported(format!(
+                "{name} is {:?} {:?}, expected F32 [{len}]",
+                info.ggml_dtype,
+                info.shape.dims()
+            )));
+        }
+        let bytes = self.bytes(name, len * 4)?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+}
+
+impl Llama {
+    /// Why this path cannot run `content` (then candle runs it), or `None` when it can.
+    pub fn supports(content: &Content) -> Option<String> {
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok());
+        if arch.map(String::as_str) != Some("llama") {
+            return Some(format!("architecture {arch:?} is not llama"));
+        }
+        if content.metadata.contains_key("llama.expert_count") {
+            return Some("mixture-of-experts models are not covered".into());
+        }
+        if content
+            .metadata
+            .keys()
+            .any(|k| k.starts_with("llama.rope.scaling"))
+        {
+            return Some("rope scaling is not covered".into());
+        }
+        for (name, info) in &content.tensor_infos {
+            let covered = match info.shape.rank() {
+                1 => info.ggml_dtype == GgmlDType::F32,
+                2 => format_of(info.ggml_dtype).is_some(),
+                _ => false,
+            };
+            if !covered {
+                return Some(format!(
+                    "tensor {name} is {:?} {:?}",
+                    info.ggml_dtype,
+                    info.shape.dims()
+                ));
+            }
+        }
+        None
+    }
+
+    /// Reads the model's shape and weights, to run on `threads` threads (this one and
+    /// `threads - 1` helpers).
+    pub fn load(
+        content: &Content,
+        reader: &mut (impl Read + Seek),
+        threads: usize,
+    ) -> Result<Llama, MindError> {
+        if let Some(why) = Llama::supports(content) {
+            return Err(MindError::Unsupported(why));
+        }
+        let embedding = metadata_u32(content, "llama.embedding_length")?;
+        let heads = metadata_u32(content, "llama.attention.head_count")?;
+        let kv_heads = metadata_u32(content, "llama.attention.head_count_kv")?;
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(MindError::BadModel(format!(
+                "{heads} heads cannot share {kv_heads} key/value heads"
+            )));
+        }
+        let head_dim = embedding / heads;
+        let shape = Shape {
+            layers: metadata_u32(content, "llama.block_count")?,
+            embedding,
+            feed_forward: metadata_u32(content, "llama.feed_forward_length")?,
+            heads,
+            kv_heads,
+            head_dim,
+            vocabulary: 0,
+            context: metadata_u32(content, "llama.context_length")?,
+            rms_epsilon: content
+                .metadata
+                .get("llama.attention.layer_norm_rms_epsilon")
+                .and_then(|v| v.to_f32().ok())
+                .ok_or_else(|| MindError::BadModel("the GGUF has no rms epsilon".into()))?,
+            rope_base: content
+                .metadata
+                .get("llama.rope.freq_base")
+                .and_then(|v| v.to_f32().ok())
+                .unwrap_or(10_000.0),
+        };
+        if head_dim * heads != embedding || head_dim % 2 != 0 {
+            return Err(MindError::BadModel(format!(
+                "an embedding of {embedding} does not split into {heads} even heads"
+            )));
+        }
+        if let Ok(rope) = metadata_u32(content, "llama.rope.dimension_count")
+            && rope != head_dim
+        {
+            return Err(MindError::Unsupported(format!(
+                "a rotary dimension of {rope} for heads of {head_dim}"
+            )));
+        }
+        let vocabulary = content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|i| i.shape.dims()[0])
+            .ok_or_else(|| MindError::BadModel("the GGUF has no token_embd.weight".into()))?;
+        let shape = Shape {
+            vocabulary,
+            ..shape
+        };
+        let kv = kv_heads * head_dim;
+        let mut load = Loader { content, reader };
+        let embeddings = load.matrix("token_embd.weight", vocabulary, embedding)?;
+        let mut layers = Vec::with_capacity(shape.layers);
+        for i in 0..shape.layers {
+            let name = |t: &str| format!("blk.{i}.{t}.weight");
+            layers.push(Layer {
+                attn_norm: load.vector(&name("attn_norm"), embedding)?,
+                q: load.matrix(&name("attn_q"), embedding, embedding)?,
+                k: load.matrix(&name("attn_k"), kv, embedding)?,
+                v: load.matrix(&name("attn_v"), kv, embedding)?,
+                o: load.matrix(&name("attn_output"), embedding, embedding)?,
+                ffn_norm: load.vector(&name("ffn_norm"), embedding)?,
+                gate: load.matrix(&name("ffn_gate"), shape.feed_forward, embedding)?,
+                up: load.matrix(&name("ffn_up"), shape.feed_forward, embedding)?,
+                down: load.matrix(&name("ffn_down"), embedding, shape.feed_forward)?,
+            });
+        }
+        let output_norm = load.vector("output_norm.weight", embedding)?;
+        let output = if content.tensor_infos.contains_key("output.weight") {
+            Some(load.matrix("output.weight", vocabulary, embedding)?)
+        } else {
+            None
+        };
+        Ok(Llama {
+            shape,
+            embeddings,
+            output_norm,
+            output,
+            team: Team::start(threads.max(1) - 1)?,
+            keys: vec![Vec::new(); shape.layers],
+            values: vec![Vec::new(); shape.layers],
+            layers,
+            cached: 0,
+            rope: Vec::new(),
+            scratch: Scratch::default(),
+        })
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// Runs `tokens` at positions `position..`, keeping what the cache holds before
+    /// `position`, and answers the logits of the last token.
+    pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<&[f32], MindError> {
+        let shape = self.shape;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(MindError::BadRequest("no tokens to run".into()));
+        }
+        if position > self.cached {
+            return Err(MindError::Inference(format!(
+                "position {position} is past the {} cached",
+                self.cached
+            )));
+        }
+        if position + n > shape.context {
+            return Err(MindError::Inference(format!(
+                "position {} is past the context of {}",
+                position + n,
+                shape.context
+            )));
+        }
+        let (h, kv) = (shape.embedding, shape.kv_heads * shape.head_dim);
+        self.grow_rope(position + n);
+        for layer in 0..shape.layers {
+            self.keys[layer].truncate(position * kv);
+            self.values[layer].truncate(position * kv);
+        }
+        self.cached = position;
+
+        let s = &mut self.scratch;
+        s.x.resize(n * h, 0.0);
+        for (t, &token) in tokens.iter().enumerate() {
+            let token = token as usize;
+            if token >= shape.vocabulary {
+                return Err(MindError::BadRequest(format!(
+                    "token {token} is outside the vocabulary of {}",
+                    shape.vocabulary
+                )));
+            }
+            let e = &self.embeddings;
+            let row = e.format.row_bytes(e.cols);
+            batos_kernels::dequantize_row(
+                e.format,
+                &e.bytes[token * row..(token + 1) * row],
+                &mut s.x[t * h..(t + 1) * h],
+            )
+            .map_err(kernel_error)?;
+        }
+
+        for (l, layer) in self.layers.iter().enumerate() {
+            // Attention.
+            rms_norm(&s.x, &layer.attn_norm, shape.rms_epsilon, h, &mut s.normed);
+            quantize(&s.normed, h, &mut s.acts)?;
+            self.team
+                .product(&layer.q, &s.acts, n, &mut s.product, &mut s.q)?;
+            self.team
+                .product(&layer.k, &s.acts, n, &mut s.product, &mut s.k)?;
+            self.team
+                .product(&layer.v, &s.acts, n, &mut s.product, &mut s.v)?;
+            for t in 0..n {
+                let angles = &self.rope[(position + t) * shape.head_dim / 2..];
+                for head in s.q[t * h..(t + 1) * h].chunks_exact_mut(shape.head_dim) {
+                    rotate(head, angles);
+                }
+                for head in s.k[t * kv..(t + 1) * kv].chunks_exact_mut(shape.head_dim) {
+                    rotate(head, angles);
+                }
+            }
+            self.keys[l].extend_from_slice(&s.k[..n * kv]);
+            self.values[l].extend_from_slice(&s.v[..n * kv]);
+            attend(
+                &shape,
+                position,
+                &s.q,
+                &self.keys[l],
+                &self.values[l],
+                &mut s.scores,
+                &mut s.attended,
+                n,
+            );
+            quantize(&s.attended, h, &mut s.acts)?;
+            self.team
+                .product(&layer.o, &s.acts, n, &mut s.product, &mut s.normed)?;
+            add(&mut s.x, &s.normed);
+
+            // Feed-forward.
+            rms_norm(&s.x, &layer.ffn_norm, shape.rms_epsilon, h, &mut s.normed);
+            quantize(&s.normed, h, &mut s.acts)?;
+            self.team
+                .product(&layer.gate, &s.acts, n, &mut s.product, &mut s.gate)?;
+            self.team
+                .product(&layer.up, &s.acts, n, &mut s.product, &mut s.up)?;
+            for (g, u) in s.gate.iter_mut().zip(&s.up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+            quantize(&s.gate, shape.feed_forward, &mut s.acts)?;
+            self.team
+                .product(&layer.down, &s.acts, n, &mut s.product, &mut s.normed)?;
+            add(&mut s.x, &s.normed);
+        }
+        self.cached = position + n;
+
+        // Only the last token's logits are needed.
+        let last = &s.x[(n - 1) * h..n * h];
+        rms_norm(last, &self.output_norm, shape.rms_epsilon, h, &mut s.normed);
+        quantize(&s.normed, h, &mut s.acts)?;
+        let output = self.output.as_ref().unwrap_or(&self.embeddings);
+        self.team
+            .product(output, &s.acts, 1, &mut s.product, &mut s.logits)?;
+        Ok(&s.logits)
+    }
+
+    fn grow_rope(&mut self, positions: usize) {
+        let half = self.shape.head_dim / 2;
+        let have = self.rope.len() / half;
+        for p in have..positions {
+            for i in 0..half {
+                let theta = self
+                    .shape
+                    .rope_base
+                    .powf(-((2 * i) as f32) / self.shape.head_dim as f32);
+                let angle = p as f32 * theta;
+                self.rope.push((angle.cos(), angle.sin()));
+            }
+        }
+    }
+}
+
+fn kernel_error(e: batos_kernels::KernelError) -> MindError {
+    MindError::Inference(format!("kernel: {e}"))
+}
+
+/// Normalizes each `width`-wide row of `x` into `out`.
+fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32, width: usize, out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    for (row, normed) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+        let mean = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
+        let scale = 1.0 / (mean + epsilon).sqrt();
+        for ((o, v), w) in normed.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// Quantizes each `width`-wide row of `x` into one [`Q8Vector`] (in place: the helpers have
+/// dropped their references by the time a product returns).
+fn quantize(x: &[f32], width: usize, acts: &mut Arc<Vec<Q8Vector>>) -> Result<(), MindError> {
+    let acts = Arc::make_mut(acts);
+    let rows = x.len() / width;
+    if acts.len() < rows {
+        acts.resize_with(rows, Q8Vector::default);
+    }
+    for (row, act) in x.chunks_exact(width).zip(acts.iter_mut()) {
+        act.quantize(row).map_err(kernel_error)?;
+    }
+    Ok(())
+}
+
+/// `out[r · n + t] = rows `rows` of `m` · `acts[t]`, written row-major.
+fn product_rows(
+    m: &Matrix,
+    rows: Range<usize>,
+    acts: &[Q8Vector],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let row = m.format.row_bytes(m.cols);
+    batos_kernels::matmul(
+        m.format,
+        &m.bytes[rows.start * row..rows.end * row],
+        rows.len(),
+        m.cols,
+        acts,
+        out,
+    )
+}
+
+/// One share of a product, for a helper.
+struct Job {
+    matrix: Arc<Matrix>,
+    rows: Range<usize>,
+    acts: Arc<Vec<Q8Vector>>,
+    tokens: usize,
+    /// The helper's answer goes here (the buffer travels back and forth).
+    out: Vec<f32>,
+}
+
+type Answer = Result<Vec<f32>, KernelError>;
+
+#[derive(Debug)]
+struct Helper {
+    /// `None` once stopping: a closed channel ends the helper's loop.
+    jobs: Option<mpsc::Sender<Job>>,
+    answers: mpsc::Receiver<Answer>,
+    /// A spare answer buffer, sent with the next job.
+    spare: Vec<f32>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The helper threads that share the products' rows (none on one thread).
+#[derive(Debug)]
+struct Team {
+    helpers: Vec<Helper>,
+}
+
+/// Rows below which a product is not worth splitting.
+const SPLIT_ROWS: usize = 64;
+
+impl Team {
+    fn start(helpers: usize) -> Result<Team, MindError> {
+        let mut team = Team {
+            helpers: Vec::with_capacity(helpers),
+        };
+        for i in 0..helpers {
+            let (jobs, inbox) = mpsc::channel::<Job>();
+            let (outbox, answers) = mpsc::channel::<Answer>();
+            let thread = std::thread::Builder::new()
+                .name(format!("batos-mind-{}", i + 1))
+                .spawn(move || help(&inbox, &outbox))
+                .map_err(|e| MindError::Inference(format!("cannot start a helper thread: {e}")))?;
+            team.helpers.push(Helper {
+                jobs: Some(jobs),
+                answers,
+                spare: Vec::new(),
+                thread: Some(thread),
+            });
+        }
+        Ok(team)
+    }
+
+    /// `out[t][r] = m.row(r) · acts[t]` for the first `n` inputs, token-major; `scratch`
+    /// holds the row-major product the kernels write.
+    fn product(
+        &mut self,
+        m: &Arc<Matrix>,
+        acts: &Arc<Vec<Q8Vector>>,
+        n: usize,
+        scratch: &mut Vec<f32>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), MindError> {
+        let rows = m.rows;
+        let target = if n == 1 { &mut *out } else { &mut *scratch };
+        target.resize(n * rows, 0.0);
+        let parts = if rows >= SPLIT_ROWS {
+            self.helpers.len() + 1
+        } else {
+            1
+        };
+        // Shares in whole groups of 8 rows, the first (this thread's) no larger than the rest.
+        let share = rows.div_ceil(parts).div_ceil(8) * 8;
+        let mut sent = 0;
+        for (i, helper) in self.helpers.iter_mut().enumerate().take(parts - 1) {
+            let start = (share * (i + 1)).min(rows);
+            let end = (start + share).min(rows);
+            if start == end {
+                break;
+            }
+            let job = Job {
+                matrix: Arc::clone(m),
+                rows: start..end,
+                acts: Arc::clone(acts),
+                tokens: n,
+                out: std::mem::take(&mut helper.spare),
+            };
+            helper
+                .jobs
+                .as_ref()
+                .ok_or_else(helper_gone)?
+                .send(job)
+                .map_err(|_| helper_gone())?;
+            sent += 1;
+        }
+        let mine = share.min(rows);
+        product_rows(m, 0..mine, &acts[..n], &mut target[..mine * n]).map_err(kernel_error)?;
+        for (i, helper) in self.helpers.iter_mut().enumerate().take(sent) {
+            let answer = helper.answers.recv().map_err(|_| helper_gone())?;
+            let part = answer.map_err(kernel_error)?;
+            let start = share * (i + 1) * n;
+            target[start..start + part.len()].copy_from_slice(&part);
+            helper.spare = part;
+        }
+        if n > 1 {
+            out.resize(n * rows, 0.0);
+            for (r, outs) in scratch.chunks_exact(n).enumerate() {
+                for (t, v) in outs.iter().enumerate() {
+                    out[t * rows + r] = *v;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Team {
+    fn drop(&mut self) {
+        for helper in &mut self.helpers {
+            helper.jobs = None;
+        }
+        for helper in &mut self.helpers {
+            if let Some(thread) = helper.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn helper_gone() -> MindError {
+    MindError::Inference("a helper thread of the mind stopped".into())
+}
+
+/// A helper's loop: wait for a share, compute it, answer, until the team is dropped.
+fn help(inbox: &mpsc::Receiver<Job>, outbox: &mpsc::Sender<Answer>) {
+    /// About 50 µs of polling: the next product of a token usually comes sooner.
+    const SPINS: u32 = 20_000;
+    loop {
+        let mut job = None;
+        for _ in 0..SPINS {
+            match inbox.try_recv() {
+                Ok(j) => {
+                    job = Some(j);
+                    break;
+                }
+                Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+                Err(mpsc::TryRecvError::Disconnected) => return,
+            }
+        }
+        let job = match job {
+            Some(job) => job,
+            None => match inbox.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        let Job {
+            matrix,
+            rows,
+            acts,
+            tokens,
+            mut out,
+        } = job;
+        out.resize(rows.len() * tokens, 0.0);
+        let answer = product_rows(&matrix, rows, &acts[..tokens], &mut out).map(|()| out);
+        // Drop the shared input before answering, so the next quantization reuses it in place.
+        drop(acts);
+        if outbox.send(answer).is_err() {
+            return;
+        }
+    }
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// ggml's rotary embedding for Llama: pairs `(2i, 2i + 1)` turned by `angles[i]`.
+fn rotate(head: &mut [f32], angles: &[(f32, f32)]) {
+    for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
+        let (a, b) = (pair[0], pair[1]);
+        pair[0] = a * cos - b * sin;
+        pair[1] = a * sin + b * cos;
+    }
+}
+
+/// Causal grouped-query attention of `n` new tokens at `position..` over the cache.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the buffers are the scratch"
+)]
+fn attend(
+    shape: &Shape,
+    position: usize,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scores: &mut Vec<f32>,
+    out: &mut Vec<f32>,
+    n: usize,
+) {
+    let (hd, h) = (shape.head_dim, shape.embedding);
+    let kv = shape.kv_heads * hd;
+    let group = shape.heads / shape.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    out.clear();
+    out.resize(n * h, 0.0);
+    for t in 0..n {
+        let seen = position + t + 1;
+        scores.resize(seen, 0.0);
+        for head in 0..shape.heads {
+            let kv_head = head / group;
+            let query = &q[t * h + head * hd..t * h + (head + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (p, score) in scores.iter_mut().enumerate() {
+                let key = &keys[p * kv + kv_head * hd..p * kv + (kv_head + 1) * hd];
+                *score = dot(query, key) * scale;
+                max = max.max(*score);
+            }
+            let mut total = 0.0;
+            for score in scores.iter_mut() {
+                *score = (*score - max).exp();
+                total += *score;
+            }
+            let o = &mut out[t * h + head * hd..t * h + (head + 1) * hd];
+            for (p, score) in scores.iter().enumerate() {
+                let weight = score / total;
+                let value = &values[p * kv + kv_head * hd..p * kv + (kv_head + 1) * hd];
+                for (o, v) in o.iter_mut().zip(value) {
+                    *o += weight * v;
+                }
+            }
+        }
+    }
+}
+
+/// A dot product the compiler vectorizes (eight independent sums).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
