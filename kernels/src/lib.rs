@@ -10,6 +10,9 @@
 //! - **Activations** are quantized once per product to 8 bits per value in blocks of 32
 //!   ([`Q8Vector`], ggml's Q8_1: a scale per block and the block's scaled sum, which folds Q4_1's
 //!   minimum into one multiply per block).
+//! - **The rest of a Llama pass** ([`ops`]): RMS norm, the rotary embedding, attention over a
+//!   KV cache, the gated SiLU; plain Rust the compiler vectorizes, here so that it is compiled
+//!   optimised even in test builds.
 //! - **Levels**, picked at run time from what the CPU has ([`Level::detect`]): AVX-VNNI (one
 //!   `vpdpbusd` per block), AVX2 (`vpmaddubsw` + `vpmaddwd`), and portable scalar code that every
 //!   other level is tested against.
@@ -258,6 +261,116 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) -> Result<(),
         }
     }
     Ok(())
+}
+
+pub mod ops {
+    //! The element-wise and attention steps of a Llama pass, on f32 slices (safe Rust).
+
+    /// `out = x / rms(x) · weight`.
+    pub fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32, out: &mut [f32]) {
+        let mean = dot(x, x) / x.len() as f32;
+        let scale = 1.0 / (mean + epsilon).sqrt();
+        for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+
+    /// ggml's rotary embedding for Llama: pairs `(2i, 2i + 1)` of each `head_dim`-wide head
+    /// turned by `angles[i]` (cos, sin).
+    pub fn rope_interleaved(heads: &mut [f32], head_dim: usize, angles: &[(f32, f32)]) {
+        for head in heads.chunks_exact_mut(head_dim) {
+            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
+                let (a, b) = (pair[0], pair[1]);
+                pair[0] = a * cos - b * sin;
+                pair[1] = a * sin + b * cos;
+            }
+        }
+    }
+
+    /// `gate = silu(gate) · up`.
+    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+        for (g, u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+    }
+
+    /// `x += y`.
+    pub fn add(x: &mut [f32], y: &[f32]) {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    }
+
+    /// A dot product in eight independent sums (so it vectorizes).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(x, y)| x * y)
+            .sum();
+        for (x, y) in a8.zip(b8) {
+            for i in 0..8 {
+                lanes[i] += x[i] * y[i];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+
+    /// The shape of grouped-query attention.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Heads {
+        pub heads: usize,
+        pub kv_heads: usize,
+        pub head_dim: usize,
+    }
+
+    /// One token's attention: `query` (`heads · head_dim`) over the `keys` and `values` of
+    /// every position it sees (`[position][kv_heads · head_dim]`), into `out`. Query head `h`
+    /// reads key/value head `h / (heads / kv_heads)`.
+    pub fn attend(
+        shape: Heads,
+        query: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let Heads {
+            heads,
+            kv_heads,
+            head_dim: hd,
+        } = shape;
+        let kv = kv_heads * hd;
+        let seen = keys.len() / kv;
+        let group = heads / kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        scores.resize(seen, 0.0);
+        out.fill(0.0);
+        for head in 0..heads {
+            let at = head / group * hd;
+            let q = &query[head * hd..(head + 1) * hd];
+            let mut max = f32::NEG_INFINITY;
+            for (score, key) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
+                *score = dot(q, &key[at..at + hd]) * scale;
+                max = max.max(*score);
+            }
+            let mut total = 0.0;
+            for score in scores.iter_mut() {
+                *score = (*score - max).exp();
+                total += *score;
+            }
+            let o = &mut out[head * hd..(head + 1) * hd];
+            for (score, value) in scores.iter().zip(values.chunks_exact(kv)) {
+                let weight = score / total;
+                for (o, v) in o.iter_mut().zip(&value[at..at + hd]) {
+                    *o += weight * v;
+                }
+            }
+        }
+    }
 }
 
 fn f16_at(block: &[u8], at: usize) -> f32 {
@@ -531,6 +644,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn attention_weighs_values_by_softmaxed_scores_per_kv_group() {
+        use ops::{Heads, attend};
+        // Two query heads share one kv head of width 2; two positions.
+        let shape = Heads {
+            heads: 2,
+            kv_heads: 1,
+            head_dim: 2,
+        };
+        let keys = [1.0, 0.0, 0.0, 1.0];
+        let values = [10.0, 0.0, 0.0, 20.0];
+        let query = [2.0_f32.sqrt() * 3.0, 0.0, 0.0, 0.0];
+        let (mut scores, mut out) = (Vec::new(), [0f32; 4]);
+        attend(shape, &query, &keys, &values, &mut scores, &mut out);
+        // Head 0: scores 3 and 0 → weights e^3/(e^3+1), 1/(e^3+1).
+        let w = 3f32.exp() / (3f32.exp() + 1.0);
+        assert!((out[0] - 10.0 * w).abs() < 1e-4 && (out[1] - 20.0 * (1.0 - w)).abs() < 1e-4);
+        // Head 1: a zero query weighs both positions equally.
+        assert!((out[2] - 5.0).abs() < 1e-5 && (out[3] - 10.0).abs() < 1e-5);
+        // One position: the value itself.
+        attend(
+            shape,
+            &query,
+            &keys[..2],
+            &values[..2],
+            &mut scores,
+            &mut out,
+        );
+        assert_eq!(out, [10.0, 0.0, 10.0, 0.0]);
+    }
+
+    #[test]
+    fn rope_turns_interleaved_pairs_and_norms_scale_to_unit_rms() {
+        let mut heads = [1.0, 0.0, 0.0, 1.0];
+        let quarter = std::f32::consts::FRAC_PI_2;
+        ops::rope_interleaved(&mut heads, 4, &[(quarter.cos(), quarter.sin()), (1.0, 0.0)]);
+        assert!((heads[0]).abs() < 1e-6 && (heads[1] - 1.0).abs() < 1e-6);
+        assert_eq!(&heads[2..], &[0.0, 1.0]);
+        let mut out = [0f32; 4];
+        ops::rms_norm(
+            &[2.0, -2.0, 2.0, -2.0],
+            &[1.0, 1.0, 0.5, 1.0],
+            0.0,
+            &mut out,
+        );
+        assert_eq!(out, [1.0, -1.0, 0.5, -1.0]);
+        let mut gate = [0.0, 1.0];
+        ops::silu_mul(&mut gate, &[3.0, 2.0]);
+        assert_eq!(gate[0], 0.0);
+        assert!((gate[1] - 2.0 / (1.0 + (-1f32).exp())).abs() < 1e-6);
     }
 
     #[test]

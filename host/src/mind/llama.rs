@@ -24,6 +24,7 @@ use std::ops::Range;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 
+use batos_kernels::ops::{self, Heads};
 use batos_kernels::{Format, KernelError, Q8Vector};
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
@@ -358,6 +359,11 @@ impl Llama {
             )));
         }
         let (h, kv) = (shape.embedding, shape.kv_heads * shape.head_dim);
+        let heads = Heads {
+            heads: shape.heads,
+            kv_heads: shape.kv_heads,
+            head_dim: shape.head_dim,
+        };
         self.grow_rope(position + n);
         for layer in 0..shape.layers {
             self.keys[layer].truncate(position * kv);
@@ -397,29 +403,28 @@ impl Llama {
                 .product(&layer.v, &s.acts, n, &mut s.product, &mut s.v)?;
             for t in 0..n {
                 let angles = &self.rope[(position + t) * shape.head_dim / 2..];
-                for head in s.q[t * h..(t + 1) * h].chunks_exact_mut(shape.head_dim) {
-                    rotate(head, angles);
-                }
-                for head in s.k[t * kv..(t + 1) * kv].chunks_exact_mut(shape.head_dim) {
-                    rotate(head, angles);
-                }
+                ops::rope_interleaved(&mut s.q[t * h..(t + 1) * h], shape.head_dim, angles);
+                ops::rope_interleaved(&mut s.k[t * kv..(t + 1) * kv], shape.head_dim, angles);
             }
             self.keys[l].extend_from_slice(&s.k[..n * kv]);
             self.values[l].extend_from_slice(&s.v[..n * kv]);
-            attend(
-                &shape,
-                position,
-                &s.q,
-                &self.keys[l],
-                &self.values[l],
-                &mut s.scores,
-                &mut s.attended,
-                n,
-            );
+            // Causal: token t sees the positions up to its own.
+            s.attended.resize(n * h, 0.0);
+            for t in 0..n {
+                let seen = (position + t + 1) * kv;
+                ops::attend(
+                    heads,
+                    &s.q[t * h..(t + 1) * h],
+                    &self.keys[l][..seen],
+                    &self.values[l][..seen],
+                    &mut s.scores,
+                    &mut s.attended[t * h..(t + 1) * h],
+                );
+            }
             quantize(&s.attended, h, &mut s.acts)?;
             self.team
                 .product(&layer.o, &s.acts, n, &mut s.product, &mut s.normed)?;
-            add(&mut s.x, &s.normed);
+            ops::add(&mut s.x, &s.normed);
 
             // Feed-forward.
             rms_norm(&s.x, &layer.ffn_norm, shape.rms_epsilon, h, &mut s.normed);
@@ -428,13 +433,11 @@ impl Llama {
                 .product(&layer.gate, &s.acts, n, &mut s.product, &mut s.gate)?;
             self.team
                 .product(&layer.up, &s.acts, n, &mut s.product, &mut s.up)?;
-            for (g, u) in s.gate.iter_mut().zip(&s.up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            ops::silu_mul(&mut s.gate, &s.up);
             quantize(&s.gate, shape.feed_forward, &mut s.acts)?;
             self.team
                 .product(&layer.down, &s.acts, n, &mut s.product, &mut s.normed)?;
-            add(&mut s.x, &s.normed);
+            ops::add(&mut s.x, &s.normed);
         }
         self.cached = position + n;
 
@@ -472,11 +475,7 @@ fn kernel_error(e: batos_kernels::KernelError) -> MindError {
 fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32, width: usize, out: &mut Vec<f32>) {
     out.resize(x.len(), 0.0);
     for (row, normed) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let mean = row.iter().map(|v| v * v).sum::<f32>() / width as f32;
-        let scale = 1.0 / (mean + epsilon).sqrt();
-        for ((o, v), w) in normed.iter_mut().zip(row).zip(weight) {
-            *o = v * scale * w;
-        }
+        ops::rms_norm(row, weight, epsilon, normed);
     }
 }
 
@@ -494,7 +493,7 @@ fn quantize(x: &[f32], width: usize, acts: &mut Arc<Vec<Q8Vector>>) -> Result<()
     Ok(())
 }
 
-/// `out[r · n + t] = rows `rows` of `m` · `acts[t]`, written row-major.
+/// `out[(r - rows.start) · n + t] = m.row(r) · acts[t]` for `r` in `rows`, row-major.
 fn product_rows(
     m: &Matrix,
     rows: Range<usize>,
@@ -683,87 +682,4 @@ fn help(inbox: &mpsc::Receiver<Job>, outbox: &mpsc::Sender<Answer>) {
             return;
         }
     }
-}
-
-fn add(x: &mut [f32], y: &[f32]) {
-    for (a, b) in x.iter_mut().zip(y) {
-        *a += b;
-    }
-}
-
-/// ggml's rotary embedding for Llama: pairs `(2i, 2i + 1)` turned by `angles[i]`.
-fn rotate(head: &mut [f32], angles: &[(f32, f32)]) {
-    for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
-        let (a, b) = (pair[0], pair[1]);
-        pair[0] = a * cos - b * sin;
-        pair[1] = a * sin + b * cos;
-    }
-}
-
-/// Causal grouped-query attention of `n` new tokens at `position..` over the cache.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the buffers are the scratch"
-)]
-fn attend(
-    shape: &Shape,
-    position: usize,
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    scores: &mut Vec<f32>,
-    out: &mut Vec<f32>,
-    n: usize,
-) {
-    let (hd, h) = (shape.head_dim, shape.embedding);
-    let kv = shape.kv_heads * hd;
-    let group = shape.heads / shape.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    out.clear();
-    out.resize(n * h, 0.0);
-    for t in 0..n {
-        let seen = position + t + 1;
-        scores.resize(seen, 0.0);
-        for head in 0..shape.heads {
-            let kv_head = head / group;
-            let query = &q[t * h + head * hd..t * h + (head + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (p, score) in scores.iter_mut().enumerate() {
-                let key = &keys[p * kv + kv_head * hd..p * kv + (kv_head + 1) * hd];
-                *score = dot(query, key) * scale;
-                max = max.max(*score);
-            }
-            let mut total = 0.0;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                total += *score;
-            }
-            let o = &mut out[t * h + head * hd..t * h + (head + 1) * hd];
-            for (p, score) in scores.iter().enumerate() {
-                let weight = score / total;
-                let value = &values[p * kv + kv_head * hd..p * kv + (kv_head + 1) * hd];
-                for (o, v) in o.iter_mut().zip(value) {
-                    *o += weight * v;
-                }
-            }
-        }
-    }
-}
-
-/// A dot product the compiler vectorizes (eight independent sums).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            lanes[i] += x[i] * y[i];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }
