@@ -609,7 +609,7 @@ impl Team {
         let mine = share.min(rows);
         product_rows(m, 0..mine, &acts[..n], &mut target[..mine * n]).map_err(kernel_error)?;
         for (i, helper) in self.helpers.iter_mut().enumerate().take(sent) {
-            let answer = helper.answers.recv().map_err(|_| helper_gone())?;
+            let answer = receive(&helper.answers).ok_or_else(helper_gone)?;
             let part = answer.map_err(kernel_error)?;
             let start = share * (i + 1) * n;
             target[start..start + part.len()].copy_from_slice(&part);
@@ -644,28 +644,27 @@ fn helper_gone() -> MindError {
     MindError::Inference("a helper thread of the mind stopped".into())
 }
 
+/// The next message, polled for a while before sleeping: within a token the next product (and
+/// a helper's answer) comes within microseconds, sooner than a sleeping thread wakes. `None`
+/// when the other side is gone.
+fn receive<T>(from: &mpsc::Receiver<T>) -> Option<T> {
+    /// Tens of microseconds of polling.
+    const SPINS: u32 = 20_000;
+    for _ in 0..SPINS {
+        match from.try_recv() {
+            Ok(message) => return Some(message),
+            Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        }
+    }
+    from.recv().ok()
+}
+
 /// A helper's loop: wait for a share, compute it, answer, until the team is dropped.
 fn help(inbox: &mpsc::Receiver<Job>, outbox: &mpsc::Sender<Answer>) {
-    /// About 50 µs of polling: the next product of a token usually comes sooner.
-    const SPINS: u32 = 20_000;
     loop {
-        let mut job = None;
-        for _ in 0..SPINS {
-            match inbox.try_recv() {
-                Ok(j) => {
-                    job = Some(j);
-                    break;
-                }
-                Err(mpsc::TryRecvError::Empty) => std::hint::spin_loop(),
-                Err(mpsc::TryRecvError::Disconnected) => return,
-            }
-        }
-        let job = match job {
-            Some(job) => job,
-            None => match inbox.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
+        let Some(job) = receive(inbox) else {
+            return;
         };
         let Job {
             matrix,
