@@ -660,7 +660,7 @@ fn generate(
         println!();
     }
     eprintln!(
-        "batos: loaded in {load_s:.2} s ({:?} backend); prompt {} tokens at {:.1} tokens/s; generated {} tokens at {:.1} tokens/s ({:?})",
+        "batos: loaded in {load_s:.2} s ({} backend); prompt {} tokens at {:.1} tokens/s; generated {} tokens at {:.1} tokens/s ({:?})",
         engine.backend(),
         generation.prompt_tokens,
         generation.prompt_tokens_per_s,

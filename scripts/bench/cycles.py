@@ -8,7 +8,7 @@ answers, on a fixed suite of missions (scripts/bench/missions.json), first try a
 
 For each mission a fresh object is created with the mission's slots, and the missing selector is
 sent to it with the mission's arguments and intent, through a real host (`batos serve --mind
-image` on a new image, so the default model, requantized to Q8_0 at import). The cycle's
+image` on a new image, so the default model as shipped, Q4_1, on the native backend). The cycle's
 transcript says, per attempt, how far the method got: rustc (the source compiled), the guardian
 (every gate passed), the trial (its first call succeeded, and it was installed). A mission is
 correct when the installed method answered the first message and every example (slots reset,

@@ -30,6 +30,16 @@ pub enum Backend {
     Candle,
 }
 
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Native => "native",
+            Backend::Candle => "candle",
+        })
+    }
+}
+
 impl std::str::FromStr for Backend {
     type Err = MindError;
     fn from_str(s: &str) -> Result<Self, MindError> {
