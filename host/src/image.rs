@@ -253,7 +253,9 @@ pub struct Image {
     /// Committed objects for fast lookups; only for a writer (see [`cache`]).
     cache: Option<cache::ObjectCache>,
     /// Commits made by this connection and its siblings (all writers there can be: the lock keeps
-    /// other processes out). A cache that has seen fewer is stale and starts over.
+    /// other processes out), counted twice each: once before `COMMIT` and once after it
+    /// returned. So the count has moved before any data can change and again once it has: a
+    /// cache or an answer that has seen a different count is stale and starts over.
     commits: Arc<AtomicU64>,
     /// The value of `commits` this connection's cache is good for.
     seen: Cell<u64>,
@@ -382,8 +384,9 @@ impl Image {
             return Err(ImageError::InTransaction);
         };
         self.conn = Some(Connection::open(path)?);
-        if let Some(cache) = &self.cache {
-            cache.clear();
+        // The transaction that panicked held the cache too.
+        if self.access == Access::Write {
+            self.cache = Some(cache::ObjectCache::default());
         }
         self.configure(self.durability)
     }
@@ -480,8 +483,15 @@ impl Image {
             touched: BTreeSet::new(),
             savepoints: 0,
             discard_if_unchanged: false,
+            cache: None,
         };
+        // The count before this transaction's `COMMIT`, once it is about to commit.
+        let mut committing = None;
         let outcome = tx.begin().map_err(E::from).and_then(|()| {
+            // The write lock is held from here on: nobody else commits until this transaction
+            // ends, so the cache, fresh now, stays fresh, and the transaction may read through
+            // it (for the objects it has not written).
+            tx.cache = self.take_fresh_cache();
             let value = work(&mut tx)?;
             if tx.discard_if_unchanged && tx.seq == 0 {
                 // Nothing to keep: the connection is rolled back below, and no empty
@@ -490,12 +500,14 @@ impl Image {
             }
             tx.guard_touched()?;
             tx.ensure_row()?;
+            committing = Some(self.commits.fetch_add(1, Ordering::AcqRel));
             tx.conn()?
                 .prepare_cached("COMMIT")
                 .and_then(|mut commit| commit.execute([]))
                 .map_err(ImageError::from)?;
             Ok(value)
         });
+        self.cache = tx.cache.take();
         // The connection comes back whatever happened; an open transaction is rolled back.
         let Some(conn) = tx.conn.take() else {
             return Err(ImageError::Corrupt("a transaction lost its connection".into()).into());
@@ -511,11 +523,11 @@ impl Image {
             if let Some(cache) = &self.cache {
                 cache.invalidate(tx.touched.iter().copied());
             }
-            // Counted after COMMIT returned: whoever sees the new count reads committed data.
-            let before = self.commits.fetch_add(1, Ordering::AcqRel);
-            if before == self.seen.get() {
+            // Counted again after COMMIT returned: whoever sees this count reads committed data.
+            let after = self.commits.fetch_add(1, Ordering::AcqRel);
+            if committing.is_some_and(|before| before == self.seen.get() && after == before + 1) {
                 // Nobody else committed meanwhile: this cache stays good (less what we touched).
-                self.seen.set(before + 1);
+                self.seen.set(after + 1);
             }
         }
         outcome.map(|value| (value, tx.id))
@@ -534,10 +546,12 @@ impl Image {
         Ok(Cached {
             db: self.db()?,
             cache: self.cache.as_ref(),
+            written: None,
         })
     }
 
-    pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+    /// Empties the cache if a sibling committed since it was filled.
+    fn refresh_cache(&self) {
         if let Some(cache) = &self.cache {
             let commits = self.commits.load(Ordering::Acquire);
             if commits != self.seen.get() {
@@ -545,6 +559,16 @@ impl Image {
                 self.seen.set(commits);
             }
         }
+    }
+
+    /// The cache, fresh, for a transaction that holds the write lock (it gives it back).
+    fn take_fresh_cache(&mut self) -> Option<cache::ObjectCache> {
+        self.refresh_cache();
+        self.cache.take()
+    }
+
+    pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
+        self.refresh_cache();
         if let Some(answer) = self
             .cache
             .as_ref()
@@ -559,8 +583,12 @@ impl Image {
     /// method to run (the caller runs it, with the arguments); no slot anywhere on the
     /// delegation path is [`Outcome::DoesNotUnderstand`].
     pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
-        self.db()?.existing(receiver)?;
-        outcome(self.lookup(receiver, selector)?, receiver, selector)
+        // A slot found means the receiver exists; only a miss needs asking whether it does.
+        let found = self.lookup(receiver, selector)?;
+        if found.is_none() {
+            self.db()?.existing(receiver)?;
+        }
+        outcome(found, receiver, selector)
     }
 
     /// A slot's value, found through delegation like a send.
@@ -820,6 +848,10 @@ pub struct Tx {
     savepoints: u64,
     /// Roll back instead of committing when nothing changed (a send that only read).
     discard_if_unchanged: bool,
+    /// The image's object cache, lent for the transaction (fresh at its start; nobody else can
+    /// commit while it runs). Lookups read through it for objects not in `touched`, whose
+    /// committed state is their state here too; it never holds uncommitted state.
+    cache: Option<cache::ObjectCache>,
 }
 
 /// A point inside a transaction to roll back to (see [`Tx::savepoint`]).
@@ -880,6 +912,7 @@ impl Tx {
             touched: std::mem::take(&mut self.touched),
             savepoints: self.savepoints,
             discard_if_unchanged: self.discard_if_unchanged,
+            cache: self.cache.take(),
         }
     }
 
@@ -891,6 +924,7 @@ impl Tx {
         self.seq = lent.seq;
         self.touched = lent.touched;
         self.savepoints = lent.savepoints;
+        self.cache = lent.cache;
     }
 
     fn db(&self) -> Result<Db<'_>, ImageError> {
@@ -914,14 +948,19 @@ impl Tx {
     pub fn lookup(&self, receiver: Oid, selector: &str) -> Result<Option<Found>, ImageError> {
         let graph = Cached {
             db: self.db()?,
-            cache: None,
+            cache: self.cache.as_ref(),
+            written: Some(&self.touched),
         };
         Ok(object::lookup(&graph, receiver, selector)?)
     }
 
     pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
-        self.db()?.existing(receiver)?;
-        outcome(self.lookup(receiver, selector)?, receiver, selector)
+        // A slot found means the receiver exists; only a miss needs asking whether it does.
+        let found = self.lookup(receiver, selector)?;
+        if found.is_none() {
+            self.db()?.existing(receiver)?;
+        }
+        outcome(found, receiver, selector)
     }
 
     pub fn named(&self, name: &str) -> Result<Option<Oid>, ImageError> {
@@ -1324,6 +1363,9 @@ fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Outcom
 struct Cached<'c> {
     db: Db<'c>,
     cache: Option<&'c cache::ObjectCache>,
+    /// Inside a transaction: the objects it wrote, read from SQLite (their state is not the
+    /// committed one the cache holds).
+    written: Option<&'c BTreeSet<Oid>>,
 }
 
 impl ObjectGraph for Cached<'_> {
@@ -1336,7 +1378,10 @@ impl ObjectGraph for Cached<'_> {
         name: &str,
         parents: &mut crate::object::Parents,
     ) -> Result<Option<Slot>, ImageError> {
-        let Some(cache) = self.cache else {
+        let cache = self
+            .cache
+            .filter(|_| !self.written.is_some_and(|w| w.contains(&oid)));
+        let Some(cache) = cache else {
             if let Some(slot) = self.db.own_slot(oid, name)? {
                 return Ok(Some(slot));
             }

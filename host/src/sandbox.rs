@@ -251,9 +251,16 @@ impl Sandbox {
         Ok(pre)
     }
 
-    /// Runs one call inside `tx`, in a savepoint: on any error the call's writes are undone.
+    /// Runs one call inside `tx`. A nested call (a method's `send`) runs in a savepoint, so on
+    /// any error its writes are undone and its caller goes on. A client's call (depth 0) runs in
+    /// `tx` as it is: on an error its caller must abandon the transaction (`Methods` does, by
+    /// returning the error out of `Image::transact`), which undoes the call's writes with it
+    /// and spares every call two statements.
     pub fn invoke(self: &Arc<Self>, tx: &mut Tx, call: Call) -> Result<CallReport, SandboxError> {
         let pre = self.ready(tx, call.method)?;
+        if call.depth == 0 {
+            return self.run(tx, &pre, &call);
+        }
         let savepoint = tx.savepoint()?;
         let result = self.run(tx, &pre, &call);
         match &result {

@@ -1,6 +1,6 @@
 //! The image through its library API: delegation on real rows, schemas, undo, replay, as-of.
 
-use batos::image::{Change, HistoryFilter, Image, ImageError};
+use batos::image::{Change, Durability, HistoryFilter, Image, ImageError};
 use batos::object::{ObjRef, Oid, Outcome, Slot, TxId};
 use serde_json::{Map, Value, json};
 
@@ -310,4 +310,66 @@ fn replay_until_an_earlier_transaction_hashes_that_state() {
         newest.live_hash.as_deref(),
         Some(newest.state_hash.as_str())
     );
+}
+
+fn slot_in(tx: &batos::image::Tx, oid: Oid, name: &str) -> Slot {
+    tx.lookup(oid, name).expect("lookup").expect("found").slot
+}
+
+#[test]
+fn a_transaction_reads_its_own_writes_and_committed_state_through_the_cache() {
+    let mut image = Image::in_memory().expect("image");
+    let proto = create(&mut image, &[], None, json!({"x": 1}));
+    let child = create(&mut image, &[proto], None, json!({}));
+    assert_eq!(value(&image, child, "x"), Some(json!(1)), "fills the cache");
+    image
+        .transact("test", "reads", |tx| {
+            assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(1)));
+            tx.set_slot(proto, "x", Slot::Value(json!(2)))?;
+            // The child is untouched (read through the cache), its parent written (SQLite).
+            assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(2)));
+            let savepoint = tx.savepoint()?;
+            tx.set_slot(child, "x", Slot::Value(json!(3)))?;
+            assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(3)));
+            tx.rollback_to(savepoint)?;
+            assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(2)));
+            Ok::<_, ImageError>(())
+        })
+        .expect("transaction");
+    assert_eq!(value(&image, child, "x"), Some(json!(2)));
+    let failed = image.transact("test", "fails", |tx| {
+        tx.set_slot(proto, "x", Slot::Value(json!(9)))?;
+        assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(9)));
+        Err::<(), _>(ImageError::Corrupt("on purpose".into()))
+    });
+    assert!(failed.is_err());
+    assert_eq!(
+        value(&image, child, "x"),
+        Some(json!(2)),
+        "nothing of it stays"
+    );
+    image
+        .transact("test", "after", |tx| {
+            assert_eq!(slot_in(tx, child, "x"), Slot::Value(json!(2)));
+            Ok::<_, ImageError>(())
+        })
+        .expect("transaction");
+}
+
+#[test]
+fn a_siblings_commit_is_seen_inside_the_next_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut a = Image::create(&dir.path().join("image.db"), Durability::Normal).expect("image");
+    let mut b = a.open_sibling(Durability::Normal).expect("sibling");
+    let x = create(&mut a, &[], None, json!({"n": 1}));
+    assert_eq!(value(&a, x, "n"), Some(json!(1)), "cached in a");
+    assert_eq!(value(&b, x, "n"), Some(json!(1)), "cached in b");
+    set(&mut b, x, "n", json!(2)).expect("b writes");
+    a.transact("test", "reads", |tx| {
+        assert_eq!(slot_in(tx, x, "n"), Slot::Value(json!(2)));
+        tx.set_slot(x, "n", Slot::Value(json!(3)))
+    })
+    .expect("a writes");
+    assert_eq!(value(&b, x, "n"), Some(json!(3)));
+    assert_eq!(value(&a, x, "n"), Some(json!(3)));
 }
