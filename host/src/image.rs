@@ -253,9 +253,11 @@ pub struct Image {
     /// Committed objects for fast lookups; only for a writer (see [`cache`]).
     cache: Option<cache::ObjectCache>,
     /// Commits made by this connection and its siblings (all writers there can be: the lock keeps
-    /// other processes out), counted twice each: once before `COMMIT` and once after it
-    /// returned. So the count has moved before any data can change and again once it has: a
-    /// cache or an answer that has seen a different count is stale and starts over.
+    /// other processes out), counted twice each, like a sequence lock: once before `COMMIT`
+    /// (the count turns odd) and once after it returned, whatever it returned (even again). So
+    /// the count moves before any data can change and again once it has: a cache or an answer
+    /// that has seen a different count is stale, and what was read while the count was odd is
+    /// never trusted past the next check.
     commits: Arc<AtomicU64>,
     /// The value of `commits` this connection's cache is good for.
     seen: Cell<u64>,
@@ -442,8 +444,9 @@ impl Image {
         Ok(())
     }
 
-    /// Commits made so far through this connection and its siblings: a read answered while this
-    /// stays the same is still true.
+    /// Commits made so far through this connection and its siblings, counted before and after
+    /// each `COMMIT` (odd while one is under way): a read that started at an even count and
+    /// ended at the same count is still true while the count stays there.
     pub fn commit_count(&self) -> u64 {
         self.commits.load(Ordering::Acquire)
     }
@@ -508,6 +511,8 @@ impl Image {
             Ok(value)
         });
         self.cache = tx.cache.take();
+        // Even again, whether COMMIT succeeded or not.
+        let after = committing.map(|_| self.commits.fetch_add(1, Ordering::AcqRel));
         // The connection comes back whatever happened; an open transaction is rolled back.
         let Some(conn) = tx.conn.take() else {
             return Err(ImageError::Corrupt("a transaction lost its connection".into()).into());
@@ -523,9 +528,10 @@ impl Image {
             if let Some(cache) = &self.cache {
                 cache.invalidate(tx.touched.iter().copied());
             }
-            // Counted again after COMMIT returned: whoever sees this count reads committed data.
-            let after = self.commits.fetch_add(1, Ordering::AcqRel);
-            if committing.is_some_and(|before| before == self.seen.get() && after == before + 1) {
+            if let (Some(before), Some(after)) = (committing, after)
+                && before == self.seen.get()
+                && after == before + 1
+            {
                 // Nobody else committed meanwhile: this cache stays good (less what we touched).
                 self.seen.set(after + 1);
             }
@@ -556,7 +562,13 @@ impl Image {
             let commits = self.commits.load(Ordering::Acquire);
             if commits != self.seen.get() {
                 cache.clear();
-                self.seen.set(commits);
+                // An odd count: a sibling's commit is under way, and what the cache loads now
+                // may predate it. Good only until the next check, whatever the count then.
+                self.seen.set(if commits.is_multiple_of(2) {
+                    commits
+                } else {
+                    u64::MAX
+                });
             }
         }
     }

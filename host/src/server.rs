@@ -586,8 +586,10 @@ impl Worker {
                         continue;
                     }
                 };
-                // A read's result is worth keeping only if no commit happened while it ran.
+                // A read's result is worth keeping only if no commit happened while it ran, nor
+                // was under way when it started (an odd count: see `Image::commit_count`).
                 if let Some((key, result)) = read
+                    && before.is_multiple_of(2)
                     && self.image.commit_count() == before
                 {
                     memo = format!("{before}\n{key}\n{result}").into_bytes();
