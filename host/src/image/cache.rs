@@ -3,9 +3,10 @@
 //! A message send walks the delegation chain, one object per step; reading each from SQLite
 //! costs microseconds, reading it from here costs nanoseconds. The cache belongs to the image's
 //! writer, the only process that can change the image, and is coherent by construction: objects
-//! are loaded lazily from committed state, and every commit drops the objects it touched.
-//! Uncommitted transactions never read or fill it. Read-only connections (which another process
-//! may write under) do not cache.
+//! are loaded lazily from committed state, and every commit drops the objects it touched. A
+//! transaction, which holds the write lock, reads and fills it only for objects it has not
+//! written (their committed state is their state in the transaction). Read-only connections
+//! (which another process may write under) do not cache.
 
 use std::cell::RefCell;
 
