@@ -351,7 +351,11 @@ impl Image {
             access: Access::Write,
             cache: Some(cache::ObjectCache::default()),
             commits: Arc::clone(&self.commits),
-            seen: Cell::new(self.commits.load(Ordering::Acquire)),
+            // An odd count (a commit under way) is trusted by no cache: see `refresh_cache`.
+            seen: Cell::new(match self.commits.load(Ordering::Acquire) {
+                even if even.is_multiple_of(2) => even,
+                _ => u64::MAX,
+            }),
             lock: Some(Arc::clone(lock)),
             durability,
         };
@@ -488,7 +492,8 @@ impl Image {
             discard_if_unchanged: false,
             cache: None,
         };
-        // The count before this transaction's `COMMIT`, once it is about to commit.
+        // The odd stretch of the count around this transaction's `COMMIT`, once it commits.
+        let commits = Arc::clone(&self.commits);
         let mut committing = None;
         let outcome = tx.begin().map_err(E::from).and_then(|()| {
             // The write lock is held from here on: nobody else commits until this transaction
@@ -503,7 +508,7 @@ impl Image {
             }
             tx.guard_touched()?;
             tx.ensure_row()?;
-            committing = Some(self.commits.fetch_add(1, Ordering::AcqRel));
+            committing = Some(CommitWindow::open(&commits));
             tx.conn()?
                 .prepare_cached("COMMIT")
                 .and_then(|mut commit| commit.execute([]))
@@ -512,7 +517,7 @@ impl Image {
         });
         self.cache = tx.cache.take();
         // Even again, whether COMMIT succeeded or not.
-        let after = committing.map(|_| self.commits.fetch_add(1, Ordering::AcqRel));
+        let window = committing.map(CommitWindow::close);
         // The connection comes back whatever happened; an open transaction is rolled back.
         let Some(conn) = tx.conn.take() else {
             return Err(ImageError::Corrupt("a transaction lost its connection".into()).into());
@@ -528,7 +533,7 @@ impl Image {
             if let Some(cache) = &self.cache {
                 cache.invalidate(tx.touched.iter().copied());
             }
-            if let (Some(before), Some(after)) = (committing, after)
+            if let Some((before, after)) = window
                 && before == self.seen.get()
                 && after == before + 1
             {
@@ -1369,6 +1374,54 @@ fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Outcom
             selector: selector.to_owned(),
         },
     })
+}
+
+/// The odd stretch of the commit count around one `COMMIT` (see [`Image`]'s `commits`): opened
+/// just before it, closed just after it whatever happened (a panic included, by `Drop`), and
+/// never two at once. Opening waits for the previous committer to close its window: that
+/// `COMMIT` has already returned (this transaction holds the write lock), so the wait is a few
+/// instructions unless that thread was descheduled in between. Without the wait, a second commit
+/// could run at an even count while the first one's closing increment was still to come.
+#[derive(Debug)]
+struct CommitWindow {
+    commits: Arc<AtomicU64>,
+    /// The (even) count it opened at.
+    before: u64,
+    closed: bool,
+}
+
+impl CommitWindow {
+    fn open(commits: &Arc<AtomicU64>) -> CommitWindow {
+        loop {
+            let now = commits.load(Ordering::Acquire);
+            if now.is_multiple_of(2)
+                && commits
+                    .compare_exchange_weak(now, now + 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                return CommitWindow {
+                    commits: Arc::clone(commits),
+                    before: now,
+                    closed: false,
+                };
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Closes the window: the count it opened at and the count just before closing.
+    fn close(mut self) -> (u64, u64) {
+        self.closed = true;
+        (self.before, self.commits.fetch_add(1, Ordering::AcqRel))
+    }
+}
+
+impl Drop for CommitWindow {
+    fn drop(&mut self) {
+        if !self.closed {
+            self.commits.fetch_add(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The object graph for lookups: SQLite, with the writer's cache in front when there is one.

@@ -66,7 +66,7 @@ impl Format {
 /// Shapes that do not fit together: a caller's bug or a malformed model file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
-    #[error("a row of {0} values is not a whole number of {BLOCK}-value blocks")]
+    #[error("a row of {0} values is not a whole, non-zero number of {BLOCK}-value blocks")]
     Ragged(usize),
     #[error("{what}: expected {expected} elements, got {got}")]
     Length {
@@ -206,7 +206,7 @@ pub fn matmul_at(
     xs: &[Q8Vector],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if !cols.is_multiple_of(BLOCK) {
+    if cols == 0 || !cols.is_multiple_of(BLOCK) {
         return Err(KernelError::Ragged(cols));
     }
     check("weights (bytes)", rows * format.row_bytes(cols), w.len())?;
@@ -732,6 +732,12 @@ mod tests {
             Err(KernelError::Length { .. })
         ));
         assert_eq!(q.quantize(&[1.0; 33]), Err(KernelError::Ragged(33)));
+        let mut empty = Q8Vector::default();
+        empty.quantize(&[]).expect("no blocks");
+        assert_eq!(
+            matmul(Format::Q8_0, &[], 2, 0, &[empty], &mut out),
+            Err(KernelError::Ragged(0))
+        );
         let mut short = Q8Vector::default();
         short.quantize(&[0.5; 32]).expect("one block");
         assert!(matches!(

@@ -607,14 +607,23 @@ impl Team {
             sent += 1;
         }
         let mine = share.min(rows);
-        product_rows(m, 0..mine, &acts[..n], &mut target[..mine * n]).map_err(kernel_error)?;
+        let mut outcome =
+            product_rows(m, 0..mine, &acts[..n], &mut target[..mine * n]).map_err(kernel_error);
+        // Every helper that got a share answers before anything returns, error or not: an answer
+        // left in a channel would be read as the next product's.
         for (i, helper) in self.helpers.iter_mut().enumerate().take(sent) {
-            let answer = receive(&helper.answers).ok_or_else(helper_gone)?;
-            let part = answer.map_err(kernel_error)?;
-            let start = share * (i + 1) * n;
-            target[start..start + part.len()].copy_from_slice(&part);
-            helper.spare = part;
+            match receive(&helper.answers) {
+                Some(Ok(part)) => {
+                    let start = share * (i + 1) * n;
+                    target[start..start + part.len()].copy_from_slice(&part);
+                    helper.spare = part;
+                }
+                Some(Err(e)) => outcome = outcome.and(Err(kernel_error(e))),
+                // A helper that is gone cannot answer again: the team is broken for good.
+                None => outcome = outcome.and(Err(helper_gone())),
+            }
         }
+        outcome?;
         if n > 1 {
             out.resize(n * rows, 0.0);
             for (r, outs) in scratch.chunks_exact(n).enumerate() {
