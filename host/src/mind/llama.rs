@@ -47,7 +47,6 @@ pub struct Shape {
 }
 
 /// A quantized matrix: `rows` rows of `cols` values, in the file's own blocks.
-#[derive(Debug)]
 struct Matrix {
     format: Format,
     rows: usize,
@@ -55,7 +54,6 @@ struct Matrix {
     bytes: Vec<u8>,
 }
 
-#[derive(Debug)]
 struct Layer {
     attn_norm: Vec<f32>,
     q: Arc<Matrix>,
@@ -69,7 +67,7 @@ struct Layer {
 }
 
 /// Buffers reused by every forward pass (sized for the longest batch seen so far).
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Scratch {
     /// The residual stream, token-major: `[tokens][embedding]`.
     x: Vec<f32>,
@@ -90,7 +88,6 @@ struct Scratch {
 }
 
 /// A loaded model with its KV cache.
-#[derive(Debug)]
 pub struct Llama {
     shape: Shape,
     embeddings: Arc<Matrix>,
@@ -107,6 +104,18 @@ pub struct Llama {
     /// Rotary angles per position, `[position][head_dim / 2]` as (cos, sin), grown on demand.
     rope: Vec<(f32, f32)>,
     scratch: Scratch,
+}
+
+/// Shape and state only: the weights and the cache are megabytes of numbers.
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama")
+            .field("shape", &self.shape)
+            .field("format", &self.embeddings.format)
+            .field("helpers", &self.team.helpers.len())
+            .field("cached", &self.cached)
+            .finish_non_exhaustive()
+    }
 }
 
 fn metadata_u32(content: &Content, key: &str) -> Result<usize, MindError> {
