@@ -598,6 +598,14 @@ impl Cycle<'_> {
                 repair = Some((completion.clone(), last_reason.clone(), String::new()));
                 continue;
             };
+            let failed = Failed {
+                cycle,
+                mission,
+                config,
+                brief: &brief,
+                deadline,
+                attempt,
+            };
             self.enter(cycle, State::Compiling, json!({"attempt": attempt}))?;
             self.check(deadline)?;
             let started = Instant::now();
@@ -605,14 +613,6 @@ impl Cycle<'_> {
                 Ok(built) => built,
                 Err(e) => {
                     let detail = json!({"stage": "compile", "gate": gate_of(&e), "millis": started.elapsed().as_secs_f64() * 1000.0});
-                    let failed = Failed {
-                        cycle,
-                        mission,
-                        config,
-                        brief: &brief,
-                        deadline,
-                        attempt,
-                    };
                     let (reason, next) = self.setback(&failed, source, &e, detail)?;
                     last_reason = reason;
                     repair = Some(next);
@@ -661,14 +661,6 @@ impl Cycle<'_> {
                     return Ok((report.value, installed.method));
                 }
                 Err(e) => {
-                    let failed = Failed {
-                        cycle,
-                        mission,
-                        config,
-                        brief: &brief,
-                        deadline,
-                        attempt,
-                    };
                     let (reason, next) =
                         self.setback(&failed, source, &e, json!({"stage": "trial"}))?;
                     last_reason = reason;

@@ -351,11 +351,7 @@ impl Image {
             access: Access::Write,
             cache: Some(cache::ObjectCache::default()),
             commits: Arc::clone(&self.commits),
-            // An odd count (a commit under way) is trusted by no cache: see `refresh_cache`.
-            seen: Cell::new(match self.commits.load(Ordering::Acquire) {
-                even if even.is_multiple_of(2) => even,
-                _ => u64::MAX,
-            }),
+            seen: Cell::new(trusted(self.commits.load(Ordering::Acquire))),
             lock: Some(Arc::clone(lock)),
             durability,
         };
@@ -567,13 +563,7 @@ impl Image {
             let commits = self.commits.load(Ordering::Acquire);
             if commits != self.seen.get() {
                 cache.clear();
-                // An odd count: a sibling's commit is under way, and what the cache loads now
-                // may predate it. Good only until the next check, whatever the count then.
-                self.seen.set(if commits.is_multiple_of(2) {
-                    commits
-                } else {
-                    u64::MAX
-                });
+                self.seen.set(trusted(commits));
             }
         }
     }
@@ -1374,6 +1364,17 @@ fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Outcom
             selector: selector.to_owned(),
         },
     })
+}
+
+/// The `seen` a cache filled at commit count `count` may keep. An odd count means a sibling's
+/// commit is under way and what the cache loads may predate it: such a cache is good only until
+/// the next check, whatever the count then (no count equals `u64::MAX`).
+fn trusted(count: u64) -> u64 {
+    if count.is_multiple_of(2) {
+        count
+    } else {
+        u64::MAX
+    }
 }
 
 /// The odd stretch of the commit count around one `COMMIT` (see [`Image`]'s `commits`): opened

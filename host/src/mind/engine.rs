@@ -18,8 +18,7 @@ use super::tokenizer::MindTokenizer;
 use super::{MindError, candle_error};
 
 /// Which forward pass runs a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// Native where it covers the model and the device is the CPU, candle otherwise.
     #[default]

@@ -342,10 +342,6 @@ impl Llama {
         })
     }
 
-    pub fn shape(&self) -> &Shape {
-        &self.shape
-    }
-
     /// Runs `tokens` at positions `position..`, keeping what the cache holds before
     /// `position`, and answers the logits of the last token.
     pub fn forward(&mut self, tokens: &[u32], position: usize) -> Result<&[f32], MindError> {

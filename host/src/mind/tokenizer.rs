@@ -121,20 +121,21 @@ impl MindTokenizer {
                 )));
             }
         };
-        let specials: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), true))
-            .collect();
-        inner.add_special_tokens(specials).map_err(wrap)?;
-        let user: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, t)| **t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(tok, _)| AddedToken::from(tok.clone(), false))
-            .collect();
-        inner.add_tokens(user).map_err(wrap)?;
+        // The vocabulary's tokens of one type, as added tokens (special or not).
+        let of_type = |kind, special| -> Vec<AddedToken> {
+            tokens
+                .iter()
+                .zip(&types)
+                .filter(|(_, t)| **t == kind)
+                .map(|(tok, _)| AddedToken::from(tok.clone(), special))
+                .collect()
+        };
+        inner
+            .add_special_tokens(of_type(TOKEN_TYPE_CONTROL, true))
+            .map_err(wrap)?;
+        inner
+            .add_tokens(of_type(TOKEN_TYPE_USER_DEFINED, false))
+            .map_err(wrap)?;
         let add_bos = ct
             .metadata
             .get("tokenizer.ggml.add_bos_token")
