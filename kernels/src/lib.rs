@@ -4,18 +4,19 @@
 //! the weights exactly as the GGUF stores them (no repacking, no f32 copy) and do the
 //! arithmetic on 8-bit integers:
 //!
-//! - **Weights** stay in ggml's blocks of 32 values: [`Format::Q4_1`] (an f16 scale `d`, an f16
-//!   minimum `m` and 32 4-bit quants: `w = d·q + m`, 20 bytes) and [`Format::Q8_0`] (an f16
-//!   scale and 32 signed bytes: `w = d·q`, 34 bytes).
+//! - **Weights** stay in ggml's blocks ([`Format`]): Q4_1, Q8_0 and Q5_0 (32 values a block),
+//!   and the K-quants Q4_K and Q6_K (256 values a block, with a scale per 32 or 16 values).
+//!   [`blocks`] decodes each layout one 32-value sub-block at a time: the definition the
+//!   scalar reference and the tests share.
 //! - **Activations** are quantized once per product to 8 bits per value in blocks of 32
-//!   ([`Q8Vector`], ggml's Q8_1: a scale per block and the block's scaled sum, which folds Q4_1's
-//!   minimum into one multiply per block).
-//! - **The rest of a Llama pass** ([`ops`]): RMS norm, the rotary embedding, attention over a
-//!   KV cache, the gated SiLU; plain Rust the compiler vectorizes, here so that it is compiled
-//!   optimised even in test builds.
-//! - **Levels**, picked at run time from what the CPU has ([`Level::detect`]): AVX-VNNI (one
-//!   `vpdpbusd` per block), AVX2 (`vpmaddubsw` + `vpmaddwd`), and portable scalar code that every
-//!   other level is tested against.
+//!   ([`Q8Vector`], ggml's Q8_1: a scale per block and the block's scaled sum, which folds every
+//!   format's minimum or offset into one multiply per sub-block).
+//! - **The rest of a Llama or Qwen2 pass** ([`ops`]): RMS norm, the rotary embeddings, attention
+//!   over a KV cache, the gated SiLU; plain Rust the compiler vectorizes, here so that it is
+//!   compiled optimised even in test builds.
+//! - **Levels**, picked at run time from what the CPU has ([`Level::detect`]): AVX-512 VNNI and
+//!   AVX-VNNI (one `vpdpbusd` per sub-block), AVX2 (`vpmaddubsw` + `vpmaddwd`), and portable
+//!   scalar code that every other level is tested against.
 //!
 //! # Safety
 //!
@@ -31,43 +32,74 @@
     reason = "SIMD intrinsics behind runtime feature detection; see the crate's Safety section"
 )]
 
+pub mod blocks;
+pub mod ops;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
 use std::sync::OnceLock;
 
-use half::f16;
-
-/// Values per quantization block, in every format here.
-pub const BLOCK: usize = 32;
+/// Values per sub-block, and per block of an activation vector.
+pub const SUB_BLOCK: usize = 32;
+/// Values per block of the K-quants.
+pub const SUPER_BLOCK: usize = 256;
 
 /// How a matrix's rows are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[expect(non_camel_case_types, reason = "ggml's own names for its block types")]
 pub enum Format {
     /// ggml's Q4_1: f16 `d`, f16 `m`, 16 bytes of nibbles (value j in the low nibble of byte
-    /// j, value j + 16 in its high nibble).
+    /// j, value j + 16 in its high nibble): `w = d·q + m`.
     Q4_1,
-    /// ggml's Q8_0: f16 `d`, 32 signed bytes.
+    /// ggml's Q8_0: f16 `d`, 32 signed bytes: `w = d·q`.
     Q8_0,
+    /// ggml's Q5_0: f16 `d`, 32 fifth bits (u32), 16 bytes of nibbles laid out as Q4_1's:
+    /// `w = d·(q − 16)`.
+    Q5_0,
+    /// ggml's Q4_K: f16 `d`, f16 `dmin`, eight 6-bit scales and minimums in 12 bytes, 128 bytes
+    /// of nibbles: `w = d·scale·q − dmin·min` per 32 values.
+    Q4_K,
+    /// ggml's Q6_K: 128 bytes of low nibbles, 64 of high 2-bit pairs, 16 signed scales, f16
+    /// `d`: `w = d·scale·(q − 32)` per 16 values.
+    Q6_K,
 }
 
 impl Format {
-    /// Bytes of one block of 32 values.
+    /// Values in one block.
+    pub const fn block_values(self) -> usize {
+        match self {
+            Format::Q4_1 | Format::Q8_0 | Format::Q5_0 => SUB_BLOCK,
+            Format::Q4_K | Format::Q6_K => SUPER_BLOCK,
+        }
+    }
+
+    /// Bytes of one block.
     pub const fn block_bytes(self) -> usize {
         match self {
             Format::Q4_1 => 20,
             Format::Q8_0 => 34,
+            Format::Q5_0 => 22,
+            Format::Q4_K => 144,
+            Format::Q6_K => 210,
         }
     }
 
-    /// Bytes of one row of `cols` values (`cols` a multiple of [`BLOCK`]).
+    /// Bytes of one row of `cols` values (`cols` a multiple of [`Format::block_values`]).
     pub const fn row_bytes(self, cols: usize) -> usize {
-        cols / BLOCK * self.block_bytes()
+        cols / self.block_values() * self.block_bytes()
+    }
+
+    /// Whether a row of `cols` values is a whole, non-zero number of blocks.
+    pub const fn fits(self, cols: usize) -> bool {
+        cols > 0 && cols.is_multiple_of(self.block_values())
     }
 }
 
 /// Shapes that do not fit together: a caller's bug or a malformed model file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {
-    #[error("a row of {0} values is not a whole, non-zero number of {BLOCK}-value blocks")]
-    Ragged(usize),
+    #[error("a row of {cols} values is not a whole, non-zero number of {block}-value blocks")]
+    Ragged { cols: usize, block: usize },
     #[error("{what}: expected {expected} elements, got {got}")]
     Length {
         what: &'static str,
@@ -96,26 +128,33 @@ pub struct Q8Vector {
     qs: Vec<i8>,
     /// Per block: the scale `d` (value = d·q).
     d: Vec<f32>,
-    /// Per block: `d · Σq`, what a Q4_1 block's minimum multiplies.
+    /// Per block: `d · Σq`, what a block's minimum or offset multiplies.
     s: Vec<f32>,
 }
 
 impl Q8Vector {
-    /// Quantizes `x` (its length a multiple of [`BLOCK`]) into this vector, reusing its memory.
+    /// Quantizes `x` (its length a multiple of [`SUB_BLOCK`]) into this vector, reusing its
+    /// memory.
     pub fn quantize(&mut self, x: &[f32]) -> Result<(), KernelError> {
-        if !x.len().is_multiple_of(BLOCK) {
-            return Err(KernelError::Ragged(x.len()));
+        if !x.len().is_multiple_of(SUB_BLOCK) {
+            return Err(KernelError::Ragged {
+                cols: x.len(),
+                block: SUB_BLOCK,
+            });
         }
-        let blocks = x.len() / BLOCK;
+        let blocks = x.len() / SUB_BLOCK;
         self.qs.resize(x.len(), 0);
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
-        for (b, values) in x.chunks_exact(BLOCK).enumerate() {
+        for (b, values) in x.chunks_exact(SUB_BLOCK).enumerate() {
             let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
             let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
             let mut sum = 0i32;
-            for (q, v) in self.qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(values) {
+            for (q, v) in self.qs[b * SUB_BLOCK..(b + 1) * SUB_BLOCK]
+                .iter_mut()
+                .zip(values)
+            {
                 // |v · inverse| <= 127 by construction; `as` saturates anything else (NaN → 0).
                 *q = (v * inverse).round() as i8;
                 sum += i32::from(*q);
@@ -143,8 +182,11 @@ pub enum Level {
     Scalar,
     /// AVX2 + FMA + F16C.
     Avx2,
-    /// AVX2 + FMA + F16C + AVX-VNNI (`vpdpbusd` on 256-bit registers).
+    /// AVX2 + FMA + F16C + AVX-VNNI (`vpdpbusd` on 256-bit registers, VEX-encoded).
     AvxVnni,
+    /// AVX2 + FMA + F16C + AVX-512 VNNI and VL (the same `vpdpbusd`, EVEX-encoded: AMD EPYC
+    /// and Intel server parts that lack AVX-VNNI have it).
+    Avx512Vnni,
 }
 
 impl Level {
@@ -152,34 +194,61 @@ impl Level {
     pub fn detect() -> Level {
         static LEVEL: OnceLock<Level> = OnceLock::new();
         *LEVEL.get_or_init(|| {
-            let mut level = Level::Scalar;
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                    && std::arch::is_x86_feature_detected!("f16c")
-                {
-                    level = Level::Avx2;
-                    if std::arch::is_x86_feature_detected!("avxvnni") {
-                        level = Level::AvxVnni;
-                    }
+            [Level::Avx512Vnni, Level::AvxVnni, Level::Avx2]
+                .into_iter()
+                .find(|l| l.supported())
+                .unwrap_or(Level::Scalar)
+        })
+    }
+
+    /// Whether this CPU has the level's instructions (asked of the CPU, not cached).
+    fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let avx2 = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c");
+            match self {
+                Level::Scalar => true,
+                Level::Avx2 => avx2,
+                Level::AvxVnni => avx2 && std::arch::is_x86_feature_detected!("avxvnni"),
+                Level::Avx512Vnni => {
+                    avx2 && std::arch::is_x86_feature_detected!("avx512vnni")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
                 }
             }
-            level
-        })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self == Level::Scalar
+        }
     }
 
     /// Whether this CPU can run this level.
     pub fn available(self) -> bool {
-        self <= Level::detect()
+        static AVAILABLE: OnceLock<[bool; 4]> = OnceLock::new();
+        AVAILABLE.get_or_init(|| {
+            [
+                Level::Scalar,
+                Level::Avx2,
+                Level::AvxVnni,
+                Level::Avx512Vnni,
+            ]
+            .map(Level::supported)
+        })[self as usize]
     }
 
     /// Every level this CPU can run, from the scalar reference up.
     pub fn all_available() -> Vec<Level> {
-        [Level::Scalar, Level::Avx2, Level::AvxVnni]
-            .into_iter()
-            .filter(|l| l.available())
-            .collect()
+        [
+            Level::Scalar,
+            Level::Avx2,
+            Level::AvxVnni,
+            Level::Avx512Vnni,
+        ]
+        .into_iter()
+        .filter(|l| l.available())
+        .collect()
     }
 }
 
@@ -206,15 +275,18 @@ pub fn matmul_at(
     xs: &[Q8Vector],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    if cols == 0 || !cols.is_multiple_of(BLOCK) {
-        return Err(KernelError::Ragged(cols));
+    if !format.fits(cols) {
+        return Err(KernelError::Ragged {
+            cols,
+            block: format.block_values(),
+        });
     }
     check("weights (bytes)", rows * format.row_bytes(cols), w.len())?;
     check("outputs", rows * xs.len(), out.len())?;
     for x in xs {
         check("vector", cols, x.qs.len())?;
-        check("vector scales", cols / BLOCK, x.d.len())?;
-        check("vector sums", cols / BLOCK, x.s.len())?;
+        check("vector scales", cols / SUB_BLOCK, x.d.len())?;
+        check("vector sums", cols / SUB_BLOCK, x.s.len())?;
     }
     if !level.available() {
         return Err(KernelError::Unavailable(level));
@@ -226,10 +298,13 @@ pub fn matmul_at(
         Level::Scalar => scalar::matmul(format, w, cols, xs, out),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the level is available on this CPU, and every length was checked above.
-        Level::Avx2 => unsafe { x86::matmul_avx2(format, w, cols, xs, out) },
+        Level::Avx2 => unsafe { x86::avx2::matmul(format, w, cols, xs, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        Level::AvxVnni => unsafe { x86::matmul_vnni(format, w, cols, xs, out) },
+        Level::AvxVnni => unsafe { x86::avx_vnni::matmul(format, w, cols, xs, out) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        Level::Avx512Vnni => unsafe { x86::avx512_vnni::matmul(format, w, cols, xs, out) },
         #[cfg(not(target_arch = "x86_64"))]
         _ => return Err(KernelError::Unavailable(level)),
     }
@@ -238,177 +313,58 @@ pub fn matmul_at(
 
 /// Dequantizes one row of `out.len()` values.
 pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) -> Result<(), KernelError> {
-    if !out.len().is_multiple_of(BLOCK) {
-        return Err(KernelError::Ragged(out.len()));
+    if !format.fits(out.len()) {
+        return Err(KernelError::Ragged {
+            cols: out.len(),
+            block: format.block_values(),
+        });
     }
     check("row (bytes)", format.row_bytes(out.len()), row.len())?;
-    let bb = format.block_bytes();
-    for (block, values) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-        let d = f16_at(block, 0);
-        match format {
-            Format::Q4_1 => {
-                let m = f16_at(block, 2);
-                for (j, &byte) in block[4..20].iter().enumerate() {
-                    values[j] = d * f32::from(byte & 15) + m;
-                    values[j + 16] = d * f32::from(byte >> 4) + m;
-                }
-            }
-            Format::Q8_0 => {
-                for (v, &q) in values.iter_mut().zip(&block[2..34]) {
-                    *v = d * f32::from(q as i8);
-                }
+    let per_block = format.block_values() / SUB_BLOCK;
+    for (block, values) in row
+        .chunks_exact(format.block_bytes())
+        .zip(out.chunks_exact_mut(format.block_values()))
+    {
+        for (k, values) in values
+            .chunks_exact_mut(SUB_BLOCK)
+            .enumerate()
+            .take(per_block)
+        {
+            let sub = blocks::sub_block(format, block, k);
+            for (l, (v, q)) in values.iter_mut().zip(sub.q).enumerate() {
+                *v = sub.scale[l / 16] * q as f32 + sub.offset;
             }
         }
     }
     Ok(())
 }
 
-pub mod ops {
-    //! The element-wise and attention steps of a Llama pass, on f32 slices (safe Rust).
-
-    /// `out = x / rms(x) · weight`.
-    pub fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32, out: &mut [f32]) {
-        let mean = dot(x, x) / x.len() as f32;
-        let scale = 1.0 / (mean + epsilon).sqrt();
-        for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
-            *o = v * scale * w;
-        }
-    }
-
-    /// ggml's rotary embedding for Llama: pairs `(2i, 2i + 1)` of each `head_dim`-wide head
-    /// turned by `angles[i]` (cos, sin).
-    pub fn rope_interleaved(heads: &mut [f32], head_dim: usize, angles: &[(f32, f32)]) {
-        for head in heads.chunks_exact_mut(head_dim) {
-            for (pair, &(cos, sin)) in head.chunks_exact_mut(2).zip(angles) {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * cos - b * sin;
-                pair[1] = a * sin + b * cos;
-            }
-        }
-    }
-
-    /// `gate = silu(gate) · up`.
-    pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
-        for (g, u) in gate.iter_mut().zip(up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-    }
-
-    /// `x += y`.
-    pub fn add(x: &mut [f32], y: &[f32]) {
-        for (a, b) in x.iter_mut().zip(y) {
-            *a += b;
-        }
-    }
-
-    /// A dot product in eight independent sums (so it vectorizes).
-    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut lanes = [0f32; 8];
-        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = a8
-            .remainder()
-            .iter()
-            .zip(b8.remainder())
-            .map(|(x, y)| x * y)
-            .sum();
-        for (x, y) in a8.zip(b8) {
-            for i in 0..8 {
-                lanes[i] += x[i] * y[i];
-            }
-        }
-        lanes.iter().sum::<f32>() + tail
-    }
-
-    /// The shape of grouped-query attention.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Heads {
-        pub heads: usize,
-        pub kv_heads: usize,
-        pub head_dim: usize,
-    }
-
-    /// One token's attention: `query` (`heads · head_dim`) over the `keys` and `values` of
-    /// every position it sees (`[position][kv_heads · head_dim]`), into `out`. Query head `h`
-    /// reads key/value head `h / (heads / kv_heads)`.
-    pub fn attend(
-        shape: Heads,
-        query: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        let Heads {
-            heads,
-            kv_heads,
-            head_dim: hd,
-        } = shape;
-        let kv = kv_heads * hd;
-        let seen = keys.len() / kv;
-        let group = heads / kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
-        scores.resize(seen, 0.0);
-        out.fill(0.0);
-        for head in 0..heads {
-            let at = head / group * hd;
-            let q = &query[head * hd..(head + 1) * hd];
-            let mut max = f32::NEG_INFINITY;
-            for (score, key) in scores.iter_mut().zip(keys.chunks_exact(kv)) {
-                *score = dot(q, &key[at..at + hd]) * scale;
-                max = max.max(*score);
-            }
-            let mut total = 0.0;
-            for score in scores.iter_mut() {
-                *score = (*score - max).exp();
-                total += *score;
-            }
-            let o = &mut out[head * hd..(head + 1) * hd];
-            for (score, value) in scores.iter().zip(values.chunks_exact(kv)) {
-                let weight = score / total;
-                for (o, v) in o.iter_mut().zip(&value[at..at + hd]) {
-                    *o += weight * v;
-                }
-            }
-        }
-    }
-}
-
-fn f16_at(block: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
-}
-
 mod scalar {
-    use super::{BLOCK, Format, Q8Vector, f16_at};
+    //! The reference: each sub-block's integer sums, combined as the SIMD levels combine them.
+
+    use super::{Format, Q8Vector, SUB_BLOCK, blocks};
 
     pub(super) fn matmul(format: Format, w: &[u8], cols: usize, xs: &[Q8Vector], out: &mut [f32]) {
         let row_bytes = format.row_bytes(cols);
-        let bb = format.block_bytes();
+        let per_block = format.block_values() / SUB_BLOCK;
         for (row, outs) in w
             .chunks_exact(row_bytes)
             .zip(out.chunks_exact_mut(xs.len()))
         {
             for (x, o) in xs.iter().zip(outs) {
                 let mut acc = 0f32;
-                for (b, block) in row.chunks_exact(bb).enumerate() {
-                    let y = &x.qs[b * BLOCK..(b + 1) * BLOCK];
-                    let d = f16_at(block, 0);
-                    match format {
-                        Format::Q4_1 => {
-                            let mut sum = 0i32;
-                            for (j, &byte) in block[4..20].iter().enumerate() {
-                                sum += i32::from(byte & 15) * i32::from(y[j])
-                                    + i32::from(byte >> 4) * i32::from(y[j + 16]);
-                            }
-                            acc += d * x.d[b] * sum as f32 + f16_at(block, 2) * x.s[b];
+                for (n, block) in row.chunks_exact(format.block_bytes()).enumerate() {
+                    for k in 0..per_block {
+                        let b = n * per_block + k;
+                        let sub = blocks::sub_block(format, block, k);
+                        let y = &x.qs[b * SUB_BLOCK..(b + 1) * SUB_BLOCK];
+                        let mut sums = [0i32; 2];
+                        for (l, (&q, &v)) in sub.q.iter().zip(y).enumerate() {
+                            sums[l / 16] += q * i32::from(v);
                         }
-                        Format::Q8_0 => {
-                            let sum: i32 = block[2..34]
-                                .iter()
-                                .zip(y)
-                                .map(|(&q, &v)| i32::from(q as i8) * i32::from(v))
-                                .sum();
-                            acc += d * x.d[b] * sum as f32;
-                        }
+                        acc += x.d[b]
+                            * (sub.scale[0] * sums[0] as f32 + sub.scale[1] * sums[1] as f32)
+                            + sub.offset * x.s[b];
                     }
                 }
                 *o = acc;
@@ -417,124 +373,10 @@ mod scalar {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    //! One loop, written once as a macro and instantiated per level: the levels differ only in
-    //! how 32 unsigned × signed byte products become eight 32-bit sums.
-
-    use std::arch::x86_64::*;
-
-    use super::{BLOCK, Format, Q8Vector};
-
-    /// How far ahead of the block being read its row's bytes are prefetched. Generation streams
-    /// every weight once per token, and one core's hardware prefetcher alone leaves the loads
-    /// waiting on memory (measured: about 15% more products per second with it here).
-    const PREFETCH: usize = 1024;
-
-    /// Eight i32 sums of adjacent groups of four u8 × i8 products (AVX2: two instructions).
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn dot_avx2(u: __m256i, s: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-    }
-
-    /// The same in one `vpdpbusd` (no i16 saturation either).
-    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-    fn dot_vnni(u: __m256i, s: __m256i) -> __m256i {
-        _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s)
-    }
-
-    macro_rules! matmul_level {
-        ($name:ident, $features:literal, $dot:ident) => {
-            /// # Safety
-            ///
-            /// The CPU has `$features`; `w` holds whole rows of `cols` values in `format`,
-            /// every vector holds `cols` values, `out` holds rows × `xs.len()` values.
-            #[target_feature(enable = $features)]
-            pub(super) unsafe fn $name(
-                format: Format,
-                w: &[u8],
-                cols: usize,
-                xs: &[Q8Vector],
-                out: &mut [f32],
-            ) {
-                let blocks = cols / BLOCK;
-                let bb = format.block_bytes();
-                let row_bytes = format.row_bytes(cols);
-                let low = _mm256_set1_epi8(15);
-                for (row, outs) in w
-                    .chunks_exact(row_bytes)
-                    .zip(out.chunks_exact_mut(xs.len()))
-                {
-                    let row = row.as_ptr();
-                    for (x, o) in xs.iter().zip(outs) {
-                        let y = x.qs.as_ptr();
-                        let mut acc = _mm256_setzero_ps();
-                        let mut minimums = 0f32;
-                        for b in 0..blocks {
-                            // SAFETY: block b of this row lies inside `w` (whole rows were
-                            // checked), and 32 quants of block b inside `x.qs`.
-                            let (block, ys) = unsafe { (row.add(b * bb), y.add(b * BLOCK)) };
-                            // A prefetch never faults; `wrapping_add` forms the address without
-                            // claiming it is inside the allocation.
-                            _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH).cast());
-                            let ys = unsafe { _mm256_loadu_si256(ys.cast()) };
-                            let (dot, d) = match format {
-                                Format::Q4_1 => {
-                                    // SAFETY: a Q4_1 block is 20 bytes: d, m, then 16 quants.
-                                    let (dm, q) = unsafe {
-                                        (
-                                            _mm_cvtph_ps(_mm_cvtsi32_si128(
-                                                block.cast::<i32>().read_unaligned(),
-                                            )),
-                                            _mm_loadu_si128(block.add(4).cast()),
-                                        )
-                                    };
-                                    let q = _mm256_and_si256(
-                                        _mm256_set_m128i(_mm_srli_epi16(q, 4), q),
-                                        low,
-                                    );
-                                    minimums += _mm_cvtss_f32(_mm_shuffle_ps(dm, dm, 1)) * x.s[b];
-                                    ($dot(q, ys), _mm_cvtss_f32(dm))
-                                }
-                                Format::Q8_0 => {
-                                    // SAFETY: a Q8_0 block is 34 bytes: d, then 32 quants.
-                                    let (d, q) = unsafe {
-                                        (
-                                            _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-                                                block.cast::<u16>().read_unaligned(),
-                                            ))),
-                                            _mm256_loadu_si256(block.add(2).cast()),
-                                        )
-                                    };
-                                    // |q| as unsigned times y with q's sign: the same products.
-                                    let dot = $dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(ys, q));
-                                    (dot, _mm_cvtss_f32(d))
-                                }
-                            };
-                            acc = _mm256_fmadd_ps(
-                                _mm256_set1_ps(d * x.d[b]),
-                                _mm256_cvtepi32_ps(dot),
-                                acc,
-                            );
-                        }
-                        let h =
-                            _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-                        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-                        let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-                        *o = _mm_cvtss_f32(h) + minimums;
-                    }
-                }
-            }
-        };
-    }
-
-    matmul_level!(matmul_avx2, "avx2,fma,f16c", dot_avx2);
-    matmul_level!(matmul_vnni, "avx2,fma,f16c,avxvnni", dot_vnni);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::f16;
     use proptest::prelude::*;
 
     fn block_q4_1(d: f32, m: f32, quants: &[u8; 32]) -> Vec<u8> {
@@ -552,7 +394,16 @@ mod tests {
         b
     }
 
-    /// A matrix in `format` from a seed, with its f32 values.
+    const FORMATS: [Format; 5] = [
+        Format::Q4_1,
+        Format::Q8_0,
+        Format::Q5_0,
+        Format::Q4_K,
+        Format::Q6_K,
+    ];
+
+    /// A matrix in `format` from a seed, with its f32 values: random quants and scale bytes,
+    /// and f16 scales small enough that every value is finite.
     fn matrix(format: Format, rows: usize, cols: usize, seed: u64) -> (Vec<u8>, Vec<f32>) {
         let mut state = seed | 1;
         let mut next = move || {
@@ -562,19 +413,25 @@ mod tests {
             state
         };
         let mut bytes = Vec::new();
-        for _ in 0..rows * cols / BLOCK {
-            let d = (next() % 1000) as f32 / 20_000.0;
+        for _ in 0..rows * cols / format.block_values() {
+            let mut block: Vec<u8> = (0..format.block_bytes()).map(|_| next() as u8).collect();
+            let mut scale = |at: usize, sign: f32| {
+                let d = f16::from_f32(sign * (next() % 1000) as f32 / 20_000.0);
+                block[at..at + 2].copy_from_slice(&d.to_le_bytes());
+            };
             match format {
                 Format::Q4_1 => {
-                    let quants: [u8; 32] = std::array::from_fn(|_| (next() % 16) as u8);
-                    let m = -((next() % 1000) as f32) / 5_000.0;
-                    bytes.extend(block_q4_1(d, m, &quants));
+                    scale(0, 1.0);
+                    scale(2, -1.0);
                 }
-                Format::Q8_0 => {
-                    let quants: [i8; 32] = std::array::from_fn(|_| (next() % 255) as i8);
-                    bytes.extend(block_q8_0(d, &quants));
+                Format::Q8_0 | Format::Q5_0 => scale(0, 1.0),
+                Format::Q4_K => {
+                    scale(0, 1.0);
+                    scale(2, 1.0);
                 }
+                Format::Q6_K => scale(208, 1.0),
             }
+            bytes.extend(block);
         }
         let mut values = vec![0f32; rows * cols];
         for (row, out) in bytes
@@ -584,6 +441,45 @@ mod tests {
             dequantize_row(format, row, out).expect("whole rows");
         }
         (bytes, values)
+    }
+
+    /// ggml's packing of Q4_K's eight 6-bit (scale, minimum) pairs into 12 bytes.
+    fn pack_q4_k_scales(scales: [u8; 8], mins: [u8; 8]) -> [u8; 12] {
+        let mut packed = [0u8; 12];
+        for j in 0..8 {
+            let (ls, lm) = (scales[j], mins[j]);
+            if j < 4 {
+                packed[j] = ls;
+                packed[j + 4] = lm;
+            } else {
+                packed[j + 4] = (ls & 0xF) | ((lm & 0xF) << 4);
+                packed[j - 4] |= (ls >> 4) << 6;
+                packed[j] |= (lm >> 4) << 6;
+            }
+        }
+        packed
+    }
+
+    /// ggml's Q6_K packing of 256 6-bit quants (0..64) with 16 scales and `d`.
+    fn block_q6_k(d: f32, scales: [i8; 16], quants: &[u8; 256]) -> Vec<u8> {
+        let (mut ql, mut qh) = ([0u8; 128], [0u8; 64]);
+        for half in 0..2 {
+            let (l0, h0, q) = (64 * half, 32 * half, &quants[128 * half..]);
+            for l in 0..32 {
+                ql[l0 + l] = (q[l] & 0xF) | ((q[l + 64] & 0xF) << 4);
+                ql[l0 + l + 32] = (q[l + 32] & 0xF) | ((q[l + 96] & 0xF) << 4);
+                qh[h0 + l] = (q[l] >> 4)
+                    | ((q[l + 32] >> 4) << 2)
+                    | ((q[l + 64] >> 4) << 4)
+                    | ((q[l + 96] >> 4) << 6);
+            }
+        }
+        let mut b = Vec::with_capacity(210);
+        b.extend_from_slice(&ql);
+        b.extend_from_slice(&qh);
+        b.extend(scales.iter().map(|&s| s as u8));
+        b.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+        b
     }
 
     #[test]
@@ -598,12 +494,55 @@ mod tests {
         dequantize_row(Format::Q8_0, &block_q8_0(0.25, &quants), &mut out).expect("row");
         assert_eq!(out[0], -4.0);
         assert_eq!(out[31], 3.75);
+
+        // Q5_0: value j's fifth bit is bit j of the u32 after d.
+        let mut q5 = f16::from_f32(0.5).to_le_bytes().to_vec();
+        q5.extend_from_slice(&(1u32 << 1 | 1 << 17).to_le_bytes());
+        q5.extend((0..16).map(|j| (j as u8) | (15 - j as u8) << 4));
+        dequantize_row(Format::Q5_0, &q5, &mut out).expect("row");
+        assert_eq!(out[0], 0.5 * (0.0 - 16.0));
+        assert_eq!(out[1], 0.5 * (1.0 + 16.0 - 16.0));
+        assert_eq!(out[16], 0.5 * (15.0 - 16.0));
+        assert_eq!(out[17], 0.5 * (14.0 + 16.0 - 16.0));
+
+        // Q4_K: eight (scale, minimum) pairs, sub-blocks 2g and 2g + 1 in the low and high
+        // nibbles of the same 32 bytes.
+        let scales: [u8; 8] = [1, 2, 3, 4, 63, 17, 40, 33];
+        let mins: [u8; 8] = [0, 5, 10, 62, 1, 2, 50, 7];
+        let mut q4k = f16::from_f32(0.25).to_le_bytes().to_vec();
+        q4k.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        q4k.extend_from_slice(&pack_q4_k_scales(scales, mins));
+        q4k.extend((0..128).map(|i| (i % 16) as u8 | (((i / 8) % 16) as u8) << 4));
+        let mut wide = [0f32; 256];
+        dequantize_row(Format::Q4_K, &q4k, &mut wide).expect("row");
+        for k in 0..8 {
+            for l in 0..32 {
+                let byte = (32 * (k / 2) + l) as u8;
+                let q = if k % 2 == 0 {
+                    byte % 16
+                } else {
+                    (byte / 8) % 16
+                };
+                let expected =
+                    0.25 * f32::from(scales[k]) * f32::from(q) - 0.5 * f32::from(mins[k]);
+                assert_eq!(wide[32 * k + l], expected, "sub-block {k} value {l}");
+            }
+        }
+
+        // Q6_K: 6-bit quants minus 32, one signed scale per 16 values.
+        let quants: [u8; 256] = std::array::from_fn(|i| ((i * 7) % 64) as u8);
+        let scales: [i8; 16] = std::array::from_fn(|i| i as i8 * 9 - 70);
+        dequantize_row(Format::Q6_K, &block_q6_k(0.5, scales, &quants), &mut wide).expect("row");
+        for (i, &v) in wide.iter().enumerate() {
+            let expected = 0.5 * f32::from(scales[i / 16]) * (f32::from(quants[i]) - 32.0);
+            assert_eq!(v, expected, "value {i}");
+        }
     }
 
     #[test]
     fn every_level_agrees_with_the_float_product() {
-        let (rows, cols) = (37, 192);
-        for format in [Format::Q4_1, Format::Q8_0] {
+        let (rows, cols) = (37, 512);
+        for format in FORMATS {
             let (w, values) = matrix(format, rows, cols, 7);
             let xs: Vec<Vec<f32>> = (0..3)
                 .map(|t| {
@@ -678,12 +617,17 @@ mod tests {
     }
 
     #[test]
-    fn rope_turns_interleaved_pairs_and_norms_scale_to_unit_rms() {
+    fn rope_turns_its_pairs_and_norms_scale_to_unit_rms() {
         let mut heads = [1.0, 0.0, 0.0, 1.0];
         let quarter = std::f32::consts::FRAC_PI_2;
         ops::rope_interleaved(&mut heads, 4, &[(quarter.cos(), quarter.sin()), (1.0, 0.0)]);
         assert!((heads[0]).abs() < 1e-6 && (heads[1] - 1.0).abs() < 1e-6);
         assert_eq!(&heads[2..], &[0.0, 1.0]);
+        // NEOX pairs: (0, 2) turned a quarter, (1, 3) not at all.
+        let mut heads = [1.0, 5.0, 0.0, 7.0];
+        ops::rope_halves(&mut heads, 4, &[(quarter.cos(), quarter.sin()), (1.0, 0.0)]);
+        assert!(heads[0].abs() < 1e-6 && (heads[2] - 1.0).abs() < 1e-6);
+        assert_eq!([heads[1], heads[3]], [5.0, 7.0]);
         let mut out = [0f32; 4];
         ops::rms_norm(
             &[2.0, -2.0, 2.0, -2.0],
@@ -731,12 +675,18 @@ mod tests {
             matmul(Format::Q8_0, &w, 2, 64, std::slice::from_ref(&q), &mut out),
             Err(KernelError::Length { .. })
         ));
-        assert_eq!(q.quantize(&[1.0; 33]), Err(KernelError::Ragged(33)));
+        assert_eq!(
+            q.quantize(&[1.0; 33]),
+            Err(KernelError::Ragged {
+                cols: 33,
+                block: 32
+            })
+        );
         let mut empty = Q8Vector::default();
         empty.quantize(&[]).expect("no blocks");
         assert_eq!(
             matmul(Format::Q8_0, &[], 2, 0, &[empty], &mut out),
-            Err(KernelError::Ragged(0))
+            Err(KernelError::Ragged { cols: 0, block: 32 })
         );
         let mut short = Q8Vector::default();
         short.quantize(&[0.5; 32]).expect("one block");
@@ -755,9 +705,9 @@ mod tests {
             rows in 1usize..9,
             blocks in 1usize..7,
             vectors in 1usize..4,
-            format in prop_oneof![Just(Format::Q4_1), Just(Format::Q8_0)],
+            format in prop::sample::select(FORMATS.to_vec()),
         ) {
-            let cols = blocks * BLOCK;
+            let cols = blocks * format.block_values();
             let (w, _) = matrix(format, rows, cols, seed);
             let qs: Vec<Q8Vector> = (0..vectors)
                 .map(|t| {

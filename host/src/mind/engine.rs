@@ -10,10 +10,12 @@ use std::time::Instant;
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use candle_transformers::models::quantized_llama::{self, MAX_SEQ_LEN};
+use candle_transformers::models::quantized_qwen2;
 use serde::{Deserialize, Serialize};
 
 use super::llama::Llama;
+use super::prefix::{self, PrefixCache};
 use super::tokenizer::MindTokenizer;
 use super::{MindError, candle_error};
 
@@ -23,9 +25,10 @@ pub enum Backend {
     /// Native where it covers the model and the device is the CPU, candle otherwise.
     #[default]
     Auto,
-    /// batos's own Llama pass and kernels ([`super::llama`]): Q4_1 and Q8_0 on the CPU.
+    /// batos's own Llama/Qwen2 pass and kernels ([`super::llama`]): Q4_1, Q8_0, Q5_0, Q4_K and
+    /// Q6_K on the CPU.
     Native,
-    /// candle's quantized Llama: any GGUF quantization, CPU or CUDA.
+    /// candle's quantized Llama or Qwen2: any GGUF quantization, CPU or CUDA.
     Candle,
 }
 
@@ -53,11 +56,31 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// candle's model of each architecture.
+enum CandleModel {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl std::fmt::Debug for CandleModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CandleModel::Llama(_) => "CandleModel::Llama",
+            CandleModel::Qwen2(_) => "CandleModel::Qwen2",
+        })
+    }
+}
+
 /// The forward pass a loaded engine runs.
 #[derive(Debug)]
 enum Network {
-    Native(Box<Llama>),
-    Candle(Box<ModelWeights>),
+    Native {
+        llama: Box<Llama>,
+        /// The tokens whose state the KV cache holds, in order.
+        live: Vec<u32>,
+        prefixes: PrefixCache,
+    },
+    Candle(Box<CandleModel>),
 }
 
 impl Network {
@@ -69,16 +92,73 @@ impl Network {
         position: usize,
     ) -> Result<Tensor, MindError> {
         match self {
-            Network::Native(llama) => {
-                let logits = llama.forward(tokens, position)?;
+            Network::Native { llama, live, .. } => {
+                live.truncate(position);
+                let logits = llama.forward(tokens, position);
+                if logits.is_ok() {
+                    live.extend_from_slice(tokens);
+                } else {
+                    // The cache's state after a failed pass is not worth trusting.
+                    live.clear();
+                }
+                let logits = logits?;
                 Tensor::from_slice(logits, (1, logits.len()), device).map_err(candle_error)
             }
             Network::Candle(model) => {
                 let input = Tensor::new(tokens, device)
                     .and_then(|t| t.unsqueeze(0))
                     .map_err(candle_error)?;
-                model.forward(&input, position).map_err(candle_error)
+                match &mut **model {
+                    CandleModel::Llama(m) => m.forward(&input, position),
+                    CandleModel::Qwen2(m) => m.forward(&input, position),
+                }
+                .map_err(candle_error)
             }
+        }
+    }
+
+    /// Makes the KV cache hold the longest start of `prompt` it can recover (from what it
+    /// holds, or a saved prompt's state), always leaving the last prompt token to run; answers
+    /// how many positions it holds.
+    fn reuse(&mut self, prompt: &[u32]) -> usize {
+        match self {
+            Network::Native {
+                llama,
+                live,
+                prefixes,
+            } => {
+                let most = prompt.len().saturating_sub(1);
+                let held = prefix::common_prefix(live, prompt).min(most);
+                let saved = prefixes.best(prompt);
+                match saved {
+                    Some((state, shared)) if shared.min(most) > held => {
+                        let n = shared.min(most);
+                        llama.restore(state, n);
+                        live.clear();
+                        live.extend_from_slice(&prompt[..n]);
+                        n
+                    }
+                    _ => held,
+                }
+            }
+            Network::Candle(model) => {
+                match &mut **model {
+                    CandleModel::Llama(m) => m.clear_kv_cache(),
+                    CandleModel::Qwen2(m) => m.clear_kv_cache(),
+                }
+                0
+            }
+        }
+    }
+
+    /// Saves the state after `prompt` (just run) for later prompts that begin the same way.
+    fn remember(&mut self, prompt: &[u32]) {
+        if let Network::Native {
+            llama, prefixes, ..
+        } = self
+            && prompt.len() >= prefix::MIN_TOKENS
+        {
+            prefixes.insert(prompt.to_vec(), llama.save(prompt.len()));
         }
     }
 }
@@ -169,17 +249,24 @@ impl ChatTemplate {
 
 /// SmolLM2's template writes a default system message when the conversation has none:
 /// `'<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n'`.
+/// Qwen2.5's writes `'<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a
+/// helpful assistant.<|im_end|>\n'` after a branch that writes the caller's own system message.
 fn default_chatml_system(template: &str) -> Option<String> {
     // The template's string literal holds a newline, or the two characters `\n`.
-    let (at, start) = ["<|im_start|>system\n", "<|im_start|>system\\n"]
+    ["<|im_start|>system\n", "<|im_start|>system\\n"]
         .iter()
-        .find_map(|start| template.find(start).map(|at| (at, *start)))?;
-    let at = at + start.len();
-    let rest = &template[at..];
-    let end = rest.find("<|im_end|>")?;
-    let text = &rest[..end];
-    // Only a literal: a Jinja expression (`{{ ... }}` or `' +`) is the caller's own system text.
-    (!text.contains('{') && !text.contains('\'') && !text.is_empty()).then(|| text.to_owned())
+        .flat_map(|start| {
+            template
+                .match_indices(start)
+                .map(move |(at, _)| &template[at + start.len()..])
+        })
+        .find_map(|rest| {
+            let text = &rest[..rest.find("<|im_end|>")?];
+            // Only a literal: a Jinja expression (`{{ ... }}` or `' +`) is the caller's own
+            // system text.
+            (!text.contains('{') && !text.contains('\'') && !text.is_empty())
+                .then(|| text.to_owned())
+        })
 }
 
 #[cfg(test)]
@@ -209,6 +296,12 @@ mod tests {
         // A template whose system text is an expression has no default.
         let dynamic = "{{ '<|im_start|>system\n' + message['content'] + '<|im_end|>' }}";
         assert_eq!(default_chatml_system(dynamic), None);
+        // Qwen2.5's: the caller's branch first, the literal default after it.
+        let qwen = "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}{%- else %}{{- '<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n' }}{%- endif %}";
+        assert_eq!(
+            default_chatml_system(qwen).as_deref(),
+            Some("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
+        );
     }
 }
 
@@ -276,6 +369,9 @@ pub struct Generation {
     pub prompt_tokens: usize,
     /// Tokens generated.
     pub tokens: usize,
+    /// Prompt tokens whose state came from the prefix cache (not run again).
+    pub cached_prompt_tokens: usize,
+    /// Prompt tokens run per second (those not taken from the cache).
     pub prompt_tokens_per_s: f64,
     /// Generation speed: tokens generated after the first, per second of decoding.
     pub tokens_per_s: f64,
@@ -316,11 +412,24 @@ impl Engine {
             .get("tokenizer.chat_template")
             .and_then(|v| v.to_string().ok())
             .and_then(|t| ChatTemplate::recognise(t));
+        let architecture = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())
+            .cloned()
+            .unwrap_or_default();
+        // candle's Llama holds at most MAX_SEQ_LEN positions; its Qwen2 and the native pass
+        // grow their caches to the model's own context.
+        let longest = if architecture == "qwen2" {
+            usize::MAX
+        } else {
+            MAX_SEQ_LEN
+        };
         let context = content
             .metadata
-            .get("llama.context_length")
+            .get(&format!("{architecture}.context_length"))
             .and_then(|v| v.to_u32().ok())
-            .map_or(MAX_SEQ_LEN, |c| (c as usize).min(MAX_SEQ_LEN));
+            .map_or(MAX_SEQ_LEN, |c| (c as usize).min(longest));
         let native = match (backend, device.is_cpu(), Llama::supports(&content)) {
             (Backend::Candle, _, _) | (Backend::Auto, false, _) | (Backend::Auto, _, Some(_)) => {
                 false
@@ -338,15 +447,28 @@ impl Engine {
             (Backend::Native | Backend::Auto, true, None) => true,
         };
         let network = if native {
-            Network::Native(Box::new(Llama::load(
-                &content,
-                &mut reader,
-                super::threads(),
-            )?))
+            Network::Native {
+                llama: Box::new(Llama::load(&content, &mut reader, super::threads())?),
+                live: Vec::new(),
+                prefixes: PrefixCache::default(),
+            }
         } else {
-            Network::Candle(Box::new(
-                ModelWeights::from_gguf(content, &mut reader, device).map_err(candle_error)?,
-            ))
+            let model = match architecture.as_str() {
+                "llama" => CandleModel::Llama(
+                    quantized_llama::ModelWeights::from_gguf(content, &mut reader, device)
+                        .map_err(candle_error)?,
+                ),
+                "qwen2" => CandleModel::Qwen2(
+                    quantized_qwen2::ModelWeights::from_gguf(content, &mut reader, device)
+                        .map_err(candle_error)?,
+                ),
+                other => {
+                    return Err(MindError::Unsupported(format!(
+                        "architecture `{other}` (this build runs llama and qwen2)"
+                    )));
+                }
+            };
+            Network::Candle(Box::new(model))
         };
         let mut end_ids: Vec<u32> = tokenizer.eos.into_iter().collect();
         if let Some(t) = &template {
@@ -365,7 +487,7 @@ impl Engine {
     /// The backend that runs this engine: `native` or `candle`.
     pub fn backend(&self) -> Backend {
         match self.network {
-            Network::Native(_) => Backend::Native,
+            Network::Native { .. } => Backend::Native,
             Network::Candle(_) => Backend::Candle,
         }
     }
@@ -439,12 +561,13 @@ impl Engine {
             (temperature, Some(p)) => Sampling::TopP { p, temperature },
         };
         let mut sampler = LogitsProcessor::from_sampling(request.seed, sampling);
-        if let Network::Candle(model) = &mut self.network {
-            model.clear_kv_cache();
-        }
 
         let started = Instant::now();
-        let mut logits = self.network.forward(&self.device, &prompt, 0)?;
+        let reused = self.network.reuse(&prompt);
+        let mut logits = self
+            .network
+            .forward(&self.device, &prompt[reused..], reused)?;
+        self.network.remember(&prompt);
         let prompt_done = Instant::now();
 
         let mut history = prompt.clone();
@@ -508,7 +631,8 @@ impl Engine {
             text,
             prompt_tokens: prompt.len(),
             tokens: ids.len(),
-            prompt_tokens_per_s: per_second(prompt.len(), prompt_s),
+            cached_prompt_tokens: reused,
+            prompt_tokens_per_s: per_second(prompt.len() - reused, prompt_s),
             tokens_per_s: per_second(decoded, decode_s),
             stop,
             ids,

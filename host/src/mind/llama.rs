@@ -1,18 +1,19 @@
-//! The native Llama forward pass: the GGUF's quantized matrices as they are stored, products by
-//! `batos-kernels`, and nothing allocated per token.
+//! The native forward pass for the Llama family (Llama and Qwen2): the GGUF's quantized matrices
+//! as they are stored, products by `batos-kernels`, and nothing allocated per token.
 //!
 //! Why it exists: generating one token reads every weight once, so a CPU generates as fast as
-//! it streams the weights. candle's quantized Llama has no SIMD kernel for Q4_1 (the default
-//! model's format), copies the whole KV cache at every token and allocates a tensor per
-//! operation; this path reads Q4_1 (0.625 bytes per weight) and Q8_0 straight from the file's
-//! blocks with AVX2 / AVX-VNNI kernels, keeps the KV cache in place and reuses its buffers.
-//! Models it does not cover (other formats, other architectures, a GPU) run on candle; see
-//! [`Llama::supports`].
+//! it streams the weights. candle's quantized models copy the whole KV cache at every token,
+//! allocate a tensor per operation and have no SIMD kernel for some formats (Q4_1); this path
+//! reads Q4_1, Q8_0, Q5_0, Q4_K and Q6_K straight from the file's blocks with AVX2 / AVX-VNNI /
+//! AVX-512 VNNI kernels, keeps the KV cache in place and reuses its buffers. Models it does not
+//! cover (other formats, other architectures, a GPU) run on candle; see [`Llama::supports`].
 //!
-//! The arithmetic is the GGUF Llama's: RMS norms, grouped-query attention with ggml's
-//! interleaved rotary embedding (pairs `2i, 2i + 1`), a SiLU-gated feed-forward, a tied or
-//! separate output matrix. Activations are quantized to 8 bits per 32-value block before each
-//! product, as llama.cpp and candle do.
+//! The arithmetic is the GGUF Llama's: RMS norms, grouped-query attention with a rotary
+//! embedding, a SiLU-gated feed-forward, a tied or separate output matrix. The two families
+//! differ in two places ([`Family`]): Qwen2 adds biases to the query, key and value products
+//! and turns NEOX pairs (`i, i + head_dim/2`) where Llama turns ggml's interleaved pairs
+//! (`2i, 2i + 1`). Activations are quantized to 8 bits per 32-value block before each product,
+//! as llama.cpp and candle do.
 //!
 //! With more than one thread, helper threads each take a share of every product's rows (the
 //! weights are shared read-only, the quantized input by reference count; each helper answers
@@ -31,9 +32,39 @@ use candle_core::quantized::gguf_file::{Content, TensorInfo};
 
 use super::MindError;
 
+/// The architectures this pass runs, by `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Llama,
+    Qwen2,
+}
+
+impl Family {
+    fn of(content: &Content) -> Result<Family, String> {
+        let arch = content
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok());
+        match arch.map(String::as_str) {
+            Some("llama") => Ok(Family::Llama),
+            Some("qwen2") => Ok(Family::Qwen2),
+            other => Err(format!("architecture {other:?} is neither llama nor qwen2")),
+        }
+    }
+
+    /// The prefix of the architecture's metadata keys.
+    fn key(self, name: &str) -> String {
+        match self {
+            Family::Llama => format!("llama.{name}"),
+            Family::Qwen2 => format!("qwen2.{name}"),
+        }
+    }
+}
+
 /// The model's shape, from the GGUF's metadata.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shape {
+    pub family: Family,
     pub layers: usize,
     pub embedding: usize,
     pub feed_forward: usize,
@@ -59,6 +90,8 @@ struct Layer {
     q: Arc<Matrix>,
     k: Arc<Matrix>,
     v: Arc<Matrix>,
+    /// Qwen2's biases of the query, key and value products (`None` for Llama).
+    qkv_bias: Option<[Vec<f32>; 3]>,
     o: Arc<Matrix>,
     ffn_norm: Vec<f32>,
     gate: Arc<Matrix>,
@@ -131,6 +164,9 @@ fn format_of(dtype: GgmlDType) -> Option<Format> {
     match dtype {
         GgmlDType::Q4_1 => Some(Format::Q4_1),
         GgmlDType::Q8_0 => Some(Format::Q8_0),
+        GgmlDType::Q5_0 => Some(Format::Q5_0),
+        GgmlDType::Q4K => Some(Format::Q4_K),
+        GgmlDType::Q6K => Some(Format::Q6_K),
         _ => None,
     }
 }
@@ -180,6 +216,11 @@ impl<R: Read + Seek> Loader<'_, R> {
                 info.shape.dims()
             )));
         }
+        if !format.fits(cols) {
+            return Err(MindError::BadModel(format!(
+                "{name}'s rows of {cols} values are not whole {format:?} blocks"
+            )));
+        }
         let bytes = self.bytes(name, rows * format.row_bytes(cols))?;
         Ok(Arc::new(Matrix {
             format,
@@ -209,21 +250,19 @@ impl<R: Read + Seek> Loader<'_, R> {
 impl Llama {
     /// Why this path cannot run `content` (then candle runs it), or `None` when it can.
     pub fn supports(content: &Content) -> Option<String> {
-        let arch = content
-            .metadata
-            .get("general.architecture")
-            .and_then(|v| v.to_string().ok());
-        if arch.map(String::as_str) != Some("llama") {
-            return Some(format!("architecture {arch:?} is not llama"));
-        }
-        if content.metadata.contains_key("llama.expert_count") {
+        let family = match Family::of(content) {
+            Ok(family) => family,
+            Err(why) => return Some(why),
+        };
+        if content.metadata.contains_key(&family.key("expert_count")) {
             return Some("mixture-of-experts models are not covered".into());
         }
-        if content
-            .metadata
-            .keys()
-            .any(|k| k.starts_with("llama.rope.scaling"))
-        {
+        let scaling = family.key("rope.scaling");
+        if content.metadata.iter().any(|(k, v)| {
+            // A scaling type of `none` (some converters write it) scales nothing.
+            k.starts_with(&scaling)
+                && !(k.ends_with(".type") && v.to_string().is_ok_and(|t| t == "none"))
+        }) {
             return Some("rope scaling is not covered".into());
         }
         for (name, info) in &content.tensor_infos {
@@ -253,9 +292,11 @@ impl Llama {
         if let Some(why) = Llama::supports(content) {
             return Err(MindError::Unsupported(why));
         }
-        let embedding = metadata_u32(content, "llama.embedding_length")?;
-        let heads = metadata_u32(content, "llama.attention.head_count")?;
-        let kv_heads = metadata_u32(content, "llama.attention.head_count_kv")?;
+        let family = Family::of(content).map_err(MindError::Unsupported)?;
+        let key = |name: &str| family.key(name);
+        let embedding = metadata_u32(content, &key("embedding_length"))?;
+        let heads = metadata_u32(content, &key("attention.head_count"))?;
+        let kv_heads = metadata_u32(content, &key("attention.head_count_kv"))?;
         if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(MindError::BadModel(format!(
                 "{heads} heads cannot share {kv_heads} key/value heads"
@@ -263,22 +304,23 @@ impl Llama {
         }
         let head_dim = embedding / heads;
         let shape = Shape {
-            layers: metadata_u32(content, "llama.block_count")?,
+            family,
+            layers: metadata_u32(content, &key("block_count"))?,
             embedding,
-            feed_forward: metadata_u32(content, "llama.feed_forward_length")?,
+            feed_forward: metadata_u32(content, &key("feed_forward_length"))?,
             heads,
             kv_heads,
             head_dim,
             vocabulary: 0,
-            context: metadata_u32(content, "llama.context_length")?,
+            context: metadata_u32(content, &key("context_length"))?,
             rms_epsilon: content
                 .metadata
-                .get("llama.attention.layer_norm_rms_epsilon")
+                .get(&key("attention.layer_norm_rms_epsilon"))
                 .and_then(|v| v.to_f32().ok())
                 .ok_or_else(|| MindError::BadModel("the GGUF has no rms epsilon".into()))?,
             rope_base: content
                 .metadata
-                .get("llama.rope.freq_base")
+                .get(&key("rope.freq_base"))
                 .and_then(|v| v.to_f32().ok())
                 .unwrap_or(10_000.0),
         };
@@ -287,7 +329,7 @@ impl Llama {
                 "an embedding of {embedding} does not split into {heads} even heads"
             )));
         }
-        if let Ok(rope) = metadata_u32(content, "llama.rope.dimension_count")
+        if let Ok(rope) = metadata_u32(content, &key("rope.dimension_count"))
             && rope != head_dim
         {
             return Err(MindError::Unsupported(format!(
@@ -309,11 +351,21 @@ impl Llama {
         let mut layers = Vec::with_capacity(shape.layers);
         for i in 0..shape.layers {
             let name = |t: &str| format!("blk.{i}.{t}.weight");
+            let bias = |t: &str| format!("blk.{i}.{t}.bias");
+            let qkv_bias = match family {
+                Family::Llama => None,
+                Family::Qwen2 => Some([
+                    load.vector(&bias("attn_q"), embedding)?,
+                    load.vector(&bias("attn_k"), kv)?,
+                    load.vector(&bias("attn_v"), kv)?,
+                ]),
+            };
             layers.push(Layer {
                 attn_norm: load.vector(&name("attn_norm"), embedding)?,
                 q: load.matrix(&name("attn_q"), embedding, embedding)?,
                 k: load.matrix(&name("attn_k"), kv, embedding)?,
                 v: load.matrix(&name("attn_v"), kv, embedding)?,
+                qkv_bias,
                 o: load.matrix(&name("attn_output"), embedding, embedding)?,
                 ffn_norm: load.vector(&name("ffn_norm"), embedding)?,
                 gate: load.matrix(&name("ffn_gate"), shape.feed_forward, embedding)?,
@@ -406,10 +458,21 @@ impl Llama {
                 .product(&layer.k, &s.acts, n, &mut s.product, &mut s.k)?;
             self.team
                 .product(&layer.v, &s.acts, n, &mut s.product, &mut s.v)?;
+            if let Some([qb, kb, vb]) = &layer.qkv_bias {
+                for (x, b) in [(&mut s.q, qb), (&mut s.k, kb), (&mut s.v, vb)] {
+                    for row in x.chunks_exact_mut(b.len()) {
+                        ops::add(row, b);
+                    }
+                }
+            }
+            let rope = match shape.family {
+                Family::Llama => ops::rope_interleaved,
+                Family::Qwen2 => ops::rope_halves,
+            };
             for t in 0..n {
                 let angles = &self.rope[(position + t) * shape.head_dim / 2..];
-                ops::rope_interleaved(&mut s.q[t * h..(t + 1) * h], shape.head_dim, angles);
-                ops::rope_interleaved(&mut s.k[t * kv..(t + 1) * kv], shape.head_dim, angles);
+                rope(&mut s.q[t * h..(t + 1) * h], shape.head_dim, angles);
+                rope(&mut s.k[t * kv..(t + 1) * kv], shape.head_dim, angles);
             }
             self.keys[l].extend_from_slice(&s.k[..n * kv]);
             self.values[l].extend_from_slice(&s.v[..n * kv]);
@@ -456,6 +519,45 @@ impl Llama {
         Ok(&s.logits)
     }
 
+    /// Positions the KV cache holds.
+    pub fn cached(&self) -> usize {
+        self.cached
+    }
+
+    /// A copy of the KV state of the first `positions` cached positions.
+    pub fn save(&self, positions: usize) -> KvState {
+        let positions = positions.min(self.cached);
+        let kv = self.shape.kv_heads * self.shape.head_dim;
+        KvState {
+            positions,
+            keys: self
+                .keys
+                .iter()
+                .map(|k| k[..positions * kv].to_vec())
+                .collect(),
+            values: self
+                .values
+                .iter()
+                .map(|v| v[..positions * kv].to_vec())
+                .collect(),
+        }
+    }
+
+    /// Makes the cache hold the first `positions` positions of `state` (and nothing after).
+    pub fn restore(&mut self, state: &KvState, positions: usize) {
+        let positions = positions.min(state.positions);
+        let kv = self.shape.kv_heads * self.shape.head_dim;
+        for (mine, saved) in self.keys.iter_mut().zip(&state.keys) {
+            mine.clear();
+            mine.extend_from_slice(&saved[..positions * kv]);
+        }
+        for (mine, saved) in self.values.iter_mut().zip(&state.values) {
+            mine.clear();
+            mine.extend_from_slice(&saved[..positions * kv]);
+        }
+        self.cached = positions;
+    }
+
     fn grow_rope(&mut self, positions: usize) {
         let half = self.shape.head_dim / 2;
         let have = self.rope.len() / half;
@@ -469,6 +571,34 @@ impl Llama {
                 self.rope.push((angle.cos(), angle.sin()));
             }
         }
+    }
+}
+
+/// The keys and values of a run of positions, per layer (see [`Llama::save`]).
+#[derive(Clone)]
+pub struct KvState {
+    positions: usize,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl KvState {
+    /// Bytes of cache held.
+    pub fn bytes(&self) -> usize {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|v| v.len() * 4)
+            .sum()
+    }
+}
+
+impl std::fmt::Debug for KvState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvState")
+            .field("positions", &self.positions)
+            .field("bytes", &self.bytes())
+            .finish()
     }
 }
 

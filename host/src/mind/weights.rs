@@ -29,8 +29,12 @@ pub struct MindInfo {
     pub name: String,
     pub architecture: String,
     pub parameters: u64,
-    /// The most common tensor type by bytes (`q4_1`, `q8_0`, ...).
+    /// The most common tensor type by bytes (`q4_1`, `q8_0`, `q4_k`, ...).
     pub quantization: String,
+    /// The file's own name for its mix of types (`general.file_type`: `Q4_K_M`, ...), when it
+    /// states one this build knows.
+    #[serde(default)]
+    pub file_type: Option<String>,
     pub context_length: u64,
     pub vocab_size: u64,
     pub tokenizer: String,
@@ -95,8 +99,37 @@ impl Default for ImportOptions {
     }
 }
 
+/// ggml's name of a tensor type, in lower case: `q4_1`, `q8_0`, `q4_k`, `q6_k`.
 fn dtype_name(dtype: GgmlDType) -> String {
-    format!("{dtype:?}").to_ascii_lowercase()
+    let name = format!("{dtype:?}").to_ascii_lowercase();
+    match name.strip_suffix('k') {
+        Some(stem) if !stem.ends_with('_') => format!("{stem}_k"),
+        _ => name,
+    }
+}
+
+/// llama.cpp's names of `general.file_type` (its `llama_ftype`).
+fn file_type_name(code: u32) -> Option<&'static str> {
+    Some(match code {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => return None,
+    })
 }
 
 fn text(ct: &Content, key: &str) -> Option<String> {
@@ -112,6 +145,7 @@ struct Facts {
     architecture: String,
     parameters: u64,
     quantization: String,
+    file_type: Option<String>,
     context_length: u64,
     vocab_size: u64,
     tokenizer: String,
@@ -122,9 +156,9 @@ struct Facts {
 fn facts(ct: &Content) -> Result<Facts, MindError> {
     let architecture = text(ct, "general.architecture")
         .ok_or_else(|| MindError::BadModel("no `general.architecture` in its metadata".into()))?;
-    if architecture != "llama" {
+    if architecture != "llama" && architecture != "qwen2" {
         return Err(MindError::Unsupported(format!(
-            "architecture `{architecture}` (this build runs Llama-architecture models)"
+            "architecture `{architecture}` (this build runs llama and qwen2 models)"
         )));
     }
     let tokenizer = MindTokenizer::from_gguf(ct)?;
@@ -146,7 +180,7 @@ fn facts(ct: &Content) -> Result<Facts, MindError> {
         .ok_or_else(|| MindError::BadModel("the GGUF holds no tensors".into()))?;
     let context_length = ct
         .metadata
-        .get("llama.context_length")
+        .get(&format!("{architecture}.context_length"))
         .and_then(|v| v.to_u32().ok())
         .unwrap_or(2048) as u64;
     Ok(Facts {
@@ -154,6 +188,12 @@ fn facts(ct: &Content) -> Result<Facts, MindError> {
         architecture,
         parameters,
         quantization,
+        file_type: ct
+            .metadata
+            .get("general.file_type")
+            .and_then(|v| v.to_u32().ok())
+            .and_then(file_type_name)
+            .map(str::to_owned),
         context_length,
         vocab_size: tokenizer.vocab_size as u64,
         tokenizer: tokenizer.kind,
@@ -255,6 +295,7 @@ pub fn import(
                 let record = writer.finish()?;
                 let from = facts.quantization.clone();
                 facts.quantization = dtype_name(GgmlDType::Q8_0);
+                facts.file_type = Some("Q8_0".into());
                 (record, source_sha256, Some(from))
             }
         };
@@ -271,6 +312,7 @@ pub fn import(
             architecture: facts.architecture.clone(),
             parameters: facts.parameters,
             quantization: facts.quantization.clone(),
+            file_type: facts.file_type.clone(),
             context_length: facts.context_length,
             vocab_size: facts.vocab_size,
             tokenizer: facts.tokenizer.clone(),

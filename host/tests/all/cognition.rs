@@ -303,7 +303,9 @@ fn a_bad_script_is_refused_at_start() {
 
 #[test]
 fn the_embedded_model_runs_a_cycle_to_an_end_never_a_hang() {
-    let model = batos::mind::default_model_path().expect("model path");
+    let model = batos::mind::catalog::find(crate::support::MODEL)
+        .and_then(|m| m.path())
+        .expect("model path");
     assert!(
         model.exists(),
         "run scripts/setup: the default model is missing"

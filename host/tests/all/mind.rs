@@ -16,8 +16,15 @@ use candle_core::quantized::gguf_file::{self, Content};
 
 use crate::support::{Scratch, stderr, stdout};
 
+/// The small model the suite uses (see `support::MODEL`).
+fn small_model() -> &'static mind::catalog::Known {
+    mind::catalog::find(crate::support::MODEL).expect("a known model")
+}
+
 fn model_path() -> PathBuf {
-    let path = mind::default_model_path().expect("a model cache path");
+    let path = mind::catalog::find(crate::support::MODEL)
+        .and_then(|m| m.path())
+        .expect("a model cache path");
     assert!(
         path.exists(),
         "the default model is missing at {}: run scripts/setup",
@@ -114,7 +121,7 @@ fn tokenizer_round_trips_exactly() {
 fn weights_loaded_from_the_image_equal_the_files() {
     let image = Image::open_read_only(shared_image()).expect("image");
     let info = MindInfo::read(&image).expect("info");
-    assert_eq!(info.sha256, mind::DEFAULT_MODEL_SHA256);
+    assert_eq!(info.sha256, small_model().sha256);
     assert_eq!(info.architecture, "llama");
     assert_eq!(info.quantization, "q4_1");
     assert_eq!(info.vocab_size, 49152);
@@ -204,6 +211,80 @@ fn the_native_pass_and_candles_agree_on_the_default_model() {
     assert_eq!(again.ids, a.ids);
 }
 
+/// The Qwen2.5-Coder 0.5B file, fetched by `scripts/setup` (469 MiB): a qwen2 model with Q5_0,
+/// Q8_0, Q4_K and Q6_K matrices, every block format and the architecture the default 1.5B has.
+fn qwen_path() -> PathBuf {
+    let known = mind::catalog::find("qwen2.5-coder-0.5b").expect("a known model");
+    let path = known.path().expect("a model cache path");
+    assert!(
+        path.exists(),
+        "the Qwen2.5-Coder 0.5B model is missing at {}: run scripts/setup",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_native_pass_and_candles_agree_on_qwen2_with_k_quants() {
+    let load = |backend| {
+        Engine::load_with(
+            std::fs::File::open(qwen_path()).expect("model file"),
+            &Device::Cpu,
+            backend,
+        )
+        .expect("load")
+    };
+    let request = GenerateRequest {
+        prompt: "Write a Rust function that returns the sum of a slice of i64.".into(),
+        max_tokens: 24,
+        ignore_eos: true,
+        ..GenerateRequest::default()
+    };
+    let mut native = load(Backend::Native);
+    let mut candle = load(Backend::Candle);
+    assert_eq!(native.backend(), Backend::Native);
+    // Qwen's own default system message comes from its template.
+    let text = native.prompt_text(&request).expect("a template");
+    assert!(
+        text.starts_with("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud."),
+        "{text}"
+    );
+    let a = native
+        .generate(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+        .expect("native");
+    let b = candle
+        .generate(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+        .expect("candle");
+    assert_eq!(a.ids, b.ids, "native {:?}\ncandle {:?}", a.text, b.text);
+    assert!(a.text.contains("Rust"), "{:?}", a.text);
+    assert_eq!(a.cached_prompt_tokens, 0);
+    // The same prompt again starts from the saved state of all but its last token, and a
+    // prompt that shares the system message and part of the request from that of the shared
+    // part; the answers are those of a cold start.
+    let again = native
+        .generate(&request, &mut |_| std::ops::ControlFlow::Continue(()))
+        .expect("native again");
+    assert_eq!(again.cached_prompt_tokens, a.prompt_tokens - 1);
+    assert_eq!(again.ids, a.ids);
+    let other = GenerateRequest {
+        prompt: "Write a Rust function that returns the product of a slice of i64.".into(),
+        ..request.clone()
+    };
+    let warm = native
+        .generate(&other, &mut |_| std::ops::ControlFlow::Continue(()))
+        .expect("warm");
+    let cold = candle
+        .generate(&other, &mut |_| std::ops::ControlFlow::Continue(()))
+        .expect("cold");
+    assert!(
+        warm.cached_prompt_tokens > 20,
+        "{}",
+        warm.cached_prompt_tokens
+    );
+    assert!(warm.cached_prompt_tokens < warm.prompt_tokens);
+    assert_eq!(warm.ids, cold.ids);
+}
+
 #[test]
 fn the_native_pass_says_what_it_does_not_cover() {
     use candle_core::quantized::{GgmlDType, QTensor};
@@ -222,21 +303,25 @@ fn the_native_pass_says_what_it_does_not_cover() {
         bytes.set_position(0);
         Content::read(&mut bytes).expect("header")
     };
-    assert_eq!(
-        mind::llama::Llama::supports(&header("llama", GgmlDType::Q4_1)),
-        None
-    );
-    assert_eq!(
-        mind::llama::Llama::supports(&header("llama", GgmlDType::Q8_0)),
-        None
-    );
-    let why = mind::llama::Llama::supports(&header("llama", GgmlDType::Q4K)).expect("refused");
+    for dtype in [
+        GgmlDType::Q4_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q5_0,
+        GgmlDType::Q4K,
+        GgmlDType::Q6K,
+    ] {
+        for arch in ["llama", "qwen2"] {
+            assert_eq!(mind::llama::Llama::supports(&header(arch, dtype)), None);
+        }
+    }
+    // A block type the native pass lacks is named, with its tensor (candle runs it).
+    let why = mind::llama::Llama::supports(&header("llama", GgmlDType::Q5K)).expect("refused");
     assert!(
-        why.contains("blk.0.attn_q.weight") && why.contains("Q4K"),
+        why.contains("blk.0.attn_q.weight") && why.contains("Q5K"),
         "{why}"
     );
-    let why = mind::llama::Llama::supports(&header("qwen2", GgmlDType::Q8_0)).expect("refused");
-    assert!(why.contains("qwen2"), "{why}");
+    let why = mind::llama::Llama::supports(&header("phi3", GgmlDType::Q8_0)).expect("refused");
+    assert!(why.contains("phi3"), "{why}");
 }
 
 #[test]
@@ -426,7 +511,7 @@ fn requantized_import_loads_and_generates() {
     });
     assert_eq!(info.quantization, "q8_0");
     assert_eq!(info.requantized_from.as_deref(), Some("q4_1"));
-    assert_eq!(info.source_sha256, mind::DEFAULT_MODEL_SHA256);
+    assert_eq!(info.source_sha256, small_model().sha256);
     assert_ne!(info.sha256, info.source_sha256);
     let mut engine = engine_from_image(&path);
     let out = engine
@@ -554,14 +639,32 @@ fn a_host_without_a_mind_says_so() {
 #[test]
 fn init_without_the_default_model_says_how_to_get_it_and_leaves_no_image() {
     let scratch = Scratch::new();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
-        .arg("--image")
-        .arg(scratch.image_path())
-        .args(["init", "--mind", "image"])
-        .env("BATOS_MODEL", scratch.dir.path().join("nowhere.gguf"))
-        .output()
-        .expect("batos");
+    let init = |model: &std::ffi::OsStr| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
+            .arg("--image")
+            .arg(scratch.image_path())
+            .args(["init", "--mind", "image"])
+            .env("BATOS_MODEL", model)
+            // An empty model cache: no known model is fetched there.
+            .env("XDG_CACHE_HOME", scratch.dir.path())
+            .output()
+            .expect("batos")
+    };
+    let out = init(scratch.dir.path().join("nowhere.gguf").as_os_str());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("scripts/setup"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no model file at"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("batos mind list"), "{}", stderr(&out));
+    assert!(!scratch.image_path().exists());
+    let out = init("qwen2.5-coder-0.5b".as_ref());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("scripts/fetch-model qwen2.5-coder-0.5b"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!scratch.image_path().exists());
 }

@@ -13,6 +13,9 @@ use batos::image::{Durability, Image};
 /// Images made by these tests have no mind unless a test asks for one: importing the model into
 /// every scratch image would cost time and disk for nothing (tests/mind covers the mind).
 pub const MIND: &str = "none";
+/// Where a test does ask for the image's mind, any model will do: the small one (the suite
+/// never needs the 1.1 GB default).
+pub const MODEL: &str = "smollm2-135m";
 
 /// A fresh directory with a path for an image in it (the image is not created).
 pub struct Scratch {
@@ -49,6 +52,7 @@ impl Scratch {
             .arg("--endpoint")
             .arg(endpoint)
             .env("BATOS_MIND", MIND)
+            .env("BATOS_MODEL", MODEL)
             .args(args)
             .output()
             .expect("batos runs")
@@ -61,6 +65,7 @@ pub fn batos_at(image: &Path, args: &[&str]) -> Output {
         .arg("--image")
         .arg(image)
         .env("BATOS_MIND", MIND)
+        .env("BATOS_MODEL", MODEL)
         .args(args)
         .output()
         .expect("batos runs")
@@ -147,6 +152,7 @@ impl Host {
         let endpoint = format!("tcp://127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_batos"))
             .env("BATOS_MIND", mind)
+            .env("BATOS_MODEL", MODEL)
             .arg("--image")
             .arg(scratch.image_path())
             .args([
