@@ -531,7 +531,7 @@ mod tests {
 
         // Q6_K: 6-bit quants minus 32, one signed scale per 16 values.
         let quants: [u8; 256] = std::array::from_fn(|i| ((i * 7) % 64) as u8);
-        let scales: [i8; 16] = std::array::from_fn(|i| i as i8 * 9 - 70);
+        let scales: [i8; 16] = std::array::from_fn(|i| (i as i32 * 9 - 70) as i8);
         dequantize_row(Format::Q6_K, &block_q6_k(0.5, scales, &quants), &mut wide).expect("row");
         for (i, &v) in wide.iter().enumerate() {
             let expected = 0.5 * f32::from(scales[i / 16]) * (f32::from(quants[i]) - 32.0);
