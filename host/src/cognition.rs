@@ -15,6 +15,7 @@
 //! transaction, which commits only if that first call succeeds.
 
 pub mod brief;
+pub mod examples;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -544,7 +544,7 @@ mod tests {
         let (rows, cols) = (37, 512);
         for format in FORMATS {
             let (w, values) = matrix(format, rows, cols, 7);
-            let xs: Vec<Vec<f32>> = (0..3)
+            let xs: Vec<Vec<f32>> = (0..6)
                 .map(|t| {
                     (0..cols)
                         .map(|i| ((i * 7 + t) as f32 * 0.37).sin())
@@ -704,7 +704,7 @@ mod tests {
             seed in any::<u64>(),
             rows in 1usize..9,
             blocks in 1usize..7,
-            vectors in 1usize..4,
+            vectors in 1usize..10,
             format in prop::sample::select(FORMATS.to_vec()),
         ) {
             let cols = blocks * format.block_values();

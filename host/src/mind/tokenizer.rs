@@ -105,6 +105,43 @@ fn wrap(e: tokenizers::Error) -> MindError {
 }
 
 impl MindTokenizer {
+    /// The tokenizer's kind (`gpt2/<pre>` or `llama`) and vocabulary size, checked as far as
+    /// the metadata tells without building it: an import learns whether this build can run the
+    /// model's tokenizer without holding a second copy of the vocabulary.
+    pub fn describe(ct: &Content) -> Result<(String, usize), MindError> {
+        let model = meta(ct, "tokenizer.ggml.model")?
+            .to_string()
+            .map_err(|_| MindError::BadModel("`tokenizer.ggml.model` is not a string".into()))?;
+        let vocabulary = meta(ct, "tokenizer.ggml.tokens")?
+            .to_vec()
+            .map_err(|_| MindError::BadModel("`tokenizer.ggml.tokens` is not a list".into()))?
+            .len();
+        let kind = match model.as_str() {
+            "gpt2" => {
+                let pre = match ct.metadata.get("tokenizer.ggml.pre") {
+                    Some(v) => v.to_string().map(String::as_str).map_err(|_| {
+                        MindError::BadModel("`tokenizer.ggml.pre` is not a string".into())
+                    })?,
+                    None => "gpt2",
+                };
+                if !KNOWN_PRE_TOKENIZERS.contains(&pre) {
+                    return Err(MindError::Unsupported(format!(
+                        "pre-tokenizer `{pre}` (tokenizer.ggml.pre); known: {}",
+                        KNOWN_PRE_TOKENIZERS.join(", ")
+                    )));
+                }
+                format!("gpt2/{pre}")
+            }
+            "llama" => "llama".to_owned(),
+            other => {
+                return Err(MindError::Unsupported(format!(
+                    "tokenizer model `{other}` (this build knows `gpt2` byte-level BPE and `llama` SentencePiece)"
+                )));
+            }
+        };
+        Ok((kind, vocabulary))
+    }
+
     pub fn from_gguf(ct: &Content) -> Result<Self, MindError> {
         let model = meta(ct, "tokenizer.ggml.model")?
             .to_string()

@@ -161,7 +161,7 @@ fn facts(ct: &Content) -> Result<Facts, MindError> {
             "architecture `{architecture}` (this build runs llama and qwen2 models)"
         )));
     }
-    let tokenizer = MindTokenizer::from_gguf(ct)?;
+    let (tokenizer_kind, vocab_size) = MindTokenizer::describe(ct)?;
     let mut parameters = 0u64;
     let mut bytes_by_type: std::collections::BTreeMap<String, u64> = Default::default();
     for info in ct.tensor_infos.values() {
@@ -195,8 +195,8 @@ fn facts(ct: &Content) -> Result<Facts, MindError> {
             .and_then(file_type_name)
             .map(str::to_owned),
         context_length,
-        vocab_size: tokenizer.vocab_size as u64,
-        tokenizer: tokenizer.kind,
+        vocab_size: vocab_size as u64,
+        tokenizer: tokenizer_kind,
         chat_template: text(ct, "tokenizer.chat_template"),
     })
 }
