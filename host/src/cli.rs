@@ -163,6 +163,13 @@ pub enum Command {
         /// What a missing method should do (read by cognition).
         #[arg(long)]
         intent: Option<String>,
+        /// What a missing method must do: `ARGS => ANSWER[, SLOT: VALUE]...`, e.g. `[3] => 8`,
+        /// `[0] => 5, count: 5`, `["x"] => error` (repeatable; checked before it is installed).
+        #[arg(long, allow_hyphen_values = true)]
+        example: Vec<String>,
+        /// Examples as a JSON file: `[{"args": [...], "answer": ..., "slots": {...}}, ...]`.
+        #[arg(long)]
+        examples: Option<PathBuf>,
     },
     /// Show an object now, or as of a transaction.
     Describe {
@@ -455,6 +462,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             selector,
             args,
             intent,
+            example,
+            examples,
         } => Request::Send {
             to: object,
             selector,
@@ -464,6 +473,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 .map(|(i, a)| parse_json(&format!("argument {}", i + 1), a))
                 .collect::<Result<_, _>>()?,
             intent,
+            examples: read_examples(&example, examples.as_deref())?,
         },
         Command::Describe { object, at } => Request::Describe {
             to: object,
@@ -589,6 +599,32 @@ fn import_default_mind(image: &mut Image) -> Result<MindInfo, Failure> {
     let info = mind::import_default(image, CLI_ACTOR, &mut |done, total| bar.show(done, total))?;
     bar.finish();
     Ok(info)
+}
+
+/// The examples of `batos send`: each `--example`, then those of `--examples FILE.json`.
+fn read_examples(
+    given: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<Vec<crate::cognition::examples::Example>, Failure> {
+    use crate::cognition::examples;
+    let mut all = given
+        .iter()
+        .map(|e| examples::parse_cli(e).map_err(|m| Failure::new("bad-request", format!("--example {m}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Failure::new("bad-request", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let more: Vec<examples::Example> = serde_json::from_str(&text).map_err(|e| {
+            Failure::new(
+                "bad-request",
+                format!("{}: not a list of examples ({e})", path.display()),
+            )
+        })?;
+        all.extend(more);
+    }
+    examples::check_bounds(&all).map_err(|m| Failure::new("bad-request", m))?;
+    Ok(all)
 }
 
 /// `batos mind list`: the catalog, and what the model cache holds.

@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 
 use crate::image::{Image, ImageError, Origin};
 use crate::method::{MethodError, Methods};
+use crate::sandbox::SandboxError;
 use crate::mind::{Ask, Completer};
 use crate::object::{MethodId, ObjRef, Oid, Slot};
 
@@ -351,6 +352,8 @@ pub struct Mission {
     pub selector: String,
     pub args: Vec<Value>,
     pub intent: Option<String>,
+    /// What the method must do (none: only the gates and the first call judge it).
+    pub examples: Vec<examples::Example>,
     pub actor: String,
 }
 
@@ -366,6 +369,13 @@ pub enum Outcome {
     Failed {
         cycle: Oid,
         reason: String,
+    },
+    /// The method passed every example given and is installed; its right answer to the
+    /// message that opened the cycle is this `Err`.
+    Refused {
+        cycle: Oid,
+        message: String,
+        method: MethodId,
     },
     /// Synthesis is off (`cognition.synthesis = false`): no cycle was opened.
     Off,
@@ -410,9 +420,14 @@ impl Cycle<'_> {
         let cycle = self.open(mission)?;
         let deadline = Instant::now() + config.time_limit;
         match self.steps(cycle, mission, &config, deadline) {
-            Ok((value, method)) => Ok(Outcome::Answered {
+            Ok((Ok(value), method)) => Ok(Outcome::Answered {
                 cycle,
                 value,
+                method,
+            }),
+            Ok((Err(message), method)) => Ok(Outcome::Refused {
+                cycle,
+                message,
                 method,
             }),
             Err(Abort::Fail(reason)) => {
@@ -565,7 +580,10 @@ impl Cycle<'_> {
         mission: &Mission,
         config: &Config,
         deadline: Instant,
-    ) -> Result<(Value, MethodId), Abort> {
+    ) -> Result<(Result<Value, String>, MethodId), Abort> {
+        if let Some(reason) = examples::contradiction(&mission.examples) {
+            return Err(Abort::Fail(reason));
+        }
         let brief = brief::mission(self.image, mission)?;
         self.event(cycle, "brief", json!({"brief": brief}))?;
         let plan = self.ask(
@@ -630,6 +648,50 @@ impl Cycle<'_> {
             }
             self.enter(cycle, State::Validating, json!({"attempt": attempt}))?;
             self.check(deadline)?;
+            if !mission.examples.is_empty() {
+                let started = Instant::now();
+                let failures = match self.methods.trial(
+                    self.image,
+                    mission.receiver,
+                    &mission.selector,
+                    &built,
+                    &mission.examples,
+                    &mission.actor,
+                ) {
+                    Ok(failures) => failures,
+                    Err(e) => {
+                        let (reason, next) =
+                            self.setback(&failed, source, &e, json!({"stage": "examples"}))?;
+                        last_reason = reason;
+                        repair = Some(next);
+                        continue;
+                    }
+                };
+                let millis = started.elapsed().as_secs_f64() * 1000.0;
+                self.event(
+                    cycle,
+                    "examples",
+                    json!({"attempt": attempt, "passed": mission.examples.len() - failures.len(), "failed": failures, "millis": millis}),
+                )?;
+                if !failures.is_empty() {
+                    let reason = format!(
+                        "the method compiled but failed {} of {} examples:\n{}",
+                        failures.len(),
+                        mission.examples.len(),
+                        failures.join("\n")
+                    );
+                    let (reason, next) = self.setback_because(
+                        &failed,
+                        source,
+                        reason,
+                        "wrong-answer",
+                        json!({"stage": "examples"}),
+                    )?;
+                    last_reason = reason;
+                    repair = Some(next);
+                    continue;
+                }
+            }
             let started = Instant::now();
             let note = format!(
                 "cycle {cycle}: install {}.{} and answer its first message",
@@ -659,7 +721,34 @@ impl Cycle<'_> {
                     )?;
                     set_slot(self.image, cycle, "method", json!(installed.method))?;
                     self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
-                    return Ok((report.value, installed.method));
+                    return Ok((Ok(report.value), installed.method));
+                }
+                // Every example passed (an example may ask for an Err): the method's own Err
+                // is its answer, and the method is installed without the call's changes.
+                Err(MethodError::Sandbox(SandboxError::MethodError { message }))
+                    if !mission.examples.is_empty() =>
+                {
+                    let installed = self.methods.install_built(
+                        self.image,
+                        mission.receiver,
+                        &mission.selector,
+                        &built,
+                        Origin::Synthesized,
+                        &mission.actor,
+                        &format!(
+                            "cycle {cycle}: install {}.{} (it answers its first message with an Err)",
+                            mission.receiver, mission.selector
+                        ),
+                    ).map_err(CognitionError::from)?;
+                    self.enter(
+                        cycle,
+                        State::Installing,
+                        json!({"method": installed.method, "version": installed.version, "tx": installed.tx}),
+                    )?;
+                    self.enter(cycle, State::Answering, json!({"error": message}))?;
+                    set_slot(self.image, cycle, "method", json!(installed.method))?;
+                    self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
+                    return Ok((Err(message), installed.method));
                 }
                 Err(e) => {
                     let (reason, next) =
@@ -684,12 +773,24 @@ impl Cycle<'_> {
         failed: &Failed<'_>,
         source: String,
         error: &MethodError,
+        detail: Value,
+    ) -> Result<(String, (String, String, String)), Abort> {
+        self.setback_because(failed, source, error.to_string(), error.code(), detail)
+    }
+
+    /// [`Cycle::setback`] for a failure that is not a [`MethodError`] (a wrong answer).
+    fn setback_because(
+        &mut self,
+        failed: &Failed<'_>,
+        source: String,
+        reason: String,
+        code: &str,
         mut detail: Value,
     ) -> Result<(String, (String, String, String)), Abort> {
-        let reason = brief::clip(&error.to_string(), 1500);
+        let reason = brief::clip(&reason, 1500);
         if let Value::Object(d) = &mut detail {
             d.insert("attempt".into(), json!(failed.attempt));
-            d.insert("code".into(), json!(error.code()));
+            d.insert("code".into(), json!(code));
             d.insert("error".into(), json!(reason));
         }
         self.event(failed.cycle, "diagnostic", detail)?;
@@ -903,6 +1004,6 @@ pub fn failure_message(mission: &Mission, outcome: &Outcome) -> String {
             "object {} does not understand `{}` (synthesis is off)",
             mission.receiver, mission.selector
         ),
-        Outcome::Answered { .. } => String::new(),
+        Outcome::Answered { .. } | Outcome::Refused { .. } => String::new(),
     }
 }

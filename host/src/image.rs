@@ -990,6 +990,13 @@ impl Tx {
         self.db()?.own_slot(oid, name)
     }
 
+    /// Every own slot of `oid`, values and methods.
+    pub fn own_slots(&self, oid: Oid) -> Result<Vec<(String, Slot)>, ImageError> {
+        let db = self.db()?;
+        db.existing(oid)?;
+        db.own_slots(oid)
+    }
+
     pub fn method_wasm(&self, id: MethodId) -> Result<Vec<u8>, ImageError> {
         methods::wasm(self.conn()?, id)
     }

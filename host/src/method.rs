@@ -13,11 +13,36 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::cognition::examples::{self, Example, Expect};
 use crate::forge::{Forge, ForgeError, ForgeLimits};
 use crate::guardian::{component as component_gate, source as source_gate};
 use crate::image::{Image, ImageError, NewMethod, Origin};
 use crate::object::{MethodId, Oid, Outcome, Slot, TxId};
 use crate::sandbox::{Call, CallReport, Limits, Sandbox, SandboxError};
+
+/// How a trial's transaction ends: never committed.
+enum TrialEnd {
+    Done(Vec<String>),
+    Error(MethodError),
+}
+
+impl From<ImageError> for TrialEnd {
+    fn from(e: ImageError) -> Self {
+        TrialEnd::Error(MethodError::Image(e))
+    }
+}
+
+impl From<MethodError> for TrialEnd {
+    fn from(e: MethodError) -> Self {
+        TrialEnd::Error(e)
+    }
+}
+
+impl From<SandboxError> for TrialEnd {
+    fn from(e: SandboxError) -> Self {
+        TrialEnd::Error(MethodError::Sandbox(e))
+    }
+}
 
 /// The contract every method is built and checked against.
 pub fn contract() -> String {
@@ -238,9 +263,25 @@ impl Methods {
         check_selector(selector)?;
         image.describe(target, None)?;
         let built = self.build(source)?;
-        let contract = contract();
         let note = format!("install {target}.{selector}");
-        let ((method, version), tx) = image.transact(actor, &note, |tx| {
+        self.install_built(image, target, selector, &built, origin, actor, &note)
+    }
+
+    /// Installs an already built method (no call), in one transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub fn install_built(
+        &self,
+        image: &mut Image,
+        target: Oid,
+        selector: &str,
+        built: &Built,
+        origin: Origin,
+        actor: &str,
+        note: &str,
+    ) -> Result<Installed, MethodError> {
+        check_selector(selector)?;
+        let contract = contract();
+        let ((method, version), tx) = image.transact(actor, note, |tx| {
             tx.install_method(target, selector, &built.record(&contract, origin))
         })?;
         self.sandbox()?.remember(method, &built.component)?;
@@ -248,7 +289,7 @@ impl Methods {
             method,
             version,
             tx,
-            report: built.report,
+            report: built.report.clone(),
         })
     }
 
@@ -288,6 +329,106 @@ impl Methods {
             },
             report,
         ))
+    }
+
+    /// Runs `built` as `selector` on a scratch clone of `target` (its parents, value slots and
+    /// method slots) for each example, in one transaction that is always rolled back: the real
+    /// receiver, the history and the method rows never see a trial. Answers what each failed
+    /// example expected and what the method did (empty: every example passed).
+    pub fn trial(
+        &self,
+        image: &mut Image,
+        target: Oid,
+        selector: &str,
+        built: &Built,
+        examples: &[Example],
+        actor: &str,
+    ) -> Result<Vec<String>, MethodError> {
+        check_selector(selector)?;
+        let contract = contract();
+        let sandbox = Arc::clone(self.sandbox()?);
+        let mut trial_methods = Vec::new();
+        let ran = image.transact(actor, "trial of a synthesized method (rolled back)", |tx| {
+            let parents = tx.parents(target)?;
+            let own = tx.own_slots(target)?;
+            let mut failures = Vec::new();
+            for (i, example) in examples.iter().enumerate() {
+                let values = own
+                    .iter()
+                    .filter_map(|(name, slot)| match slot {
+                        Slot::Value(v) => Some((name.clone(), v.clone())),
+                        Slot::Method(_) => None,
+                    })
+                    .collect();
+                let scratch = tx.create_object(&parents, None, values)?;
+                for (name, slot) in &own {
+                    if matches!(slot, Slot::Method(_)) && name != selector {
+                        tx.set_slot(scratch, name, slot.clone())?;
+                    }
+                }
+                let (method, _) = tx.install_method(
+                    scratch,
+                    selector,
+                    &built.record(&contract, Origin::Synthesized),
+                )?;
+                trial_methods.push(method);
+                sandbox.remember(method, &built.component)?;
+                let call = Call::new(method, scratch, example.args.clone(), sandbox.limits());
+                let outcome = sandbox.invoke(tx, call);
+                let mut wrong = Vec::new();
+                match (&example.expect, &outcome) {
+                    (Expect::Answer(want), Ok(report)) if !examples::same(want, &report.value) => {
+                        wrong.push(format!("should answer {want}, answered {}", report.value));
+                    }
+                    (Expect::Answer(want), Err(e)) => {
+                        wrong.push(format!("should answer {want}, failed: {e}"));
+                    }
+                    (Expect::Error, Ok(report)) => wrong.push(format!(
+                        "should answer an Err, answered {}",
+                        report.value
+                    )),
+                    (Expect::Anything, Err(e)) => wrong.push(format!("failed: {e}")),
+                    // A trap is not the Err an example asks for.
+                    (Expect::Error, Err(e)) if !matches!(e, SandboxError::MethodError { .. }) => {
+                        wrong.push(format!("should answer an Err, trapped: {e}"));
+                    }
+                    _ => {}
+                }
+                if outcome.is_ok() {
+                    for (slot, want) in &example.slots {
+                        match tx.own_slot(scratch, slot)? {
+                            Some(Slot::Value(got)) if examples::same(want, &got) => {}
+                            Some(Slot::Value(got)) => {
+                                wrong.push(format!("slot `{slot}` should be {want}, is {got}"));
+                            }
+                            Some(Slot::Method(_)) => {
+                                wrong.push(format!("slot `{slot}` should be {want}, is a method"));
+                            }
+                            None => wrong.push(format!("slot `{slot}` should be {want}, is missing")),
+                        }
+                    }
+                }
+                if !wrong.is_empty() {
+                    failures.push(format!(
+                        "example {} (args {}): {}",
+                        i + 1,
+                        Value::Array(example.args.clone()),
+                        wrong.join("; ")
+                    ));
+                }
+            }
+            Err::<(), _>(TrialEnd::Done(failures))
+        });
+        for method in trial_methods {
+            sandbox.forget(method);
+        }
+        match ran {
+            Err(TrialEnd::Done(failures)) => Ok(failures),
+            Err(TrialEnd::Error(e)) => Err(e),
+            Ok(((), _)) => Err(MethodError::Image(ImageError::Corrupt(
+                "a trial transaction committed".into(),
+            ))),
+        }
     }
 
     /// Sends `selector` to `receiver`: a value slot answers its value, a method runs in its own

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::cognition::{self, CognitionError};
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
 use crate::method::{MethodError, Methods, Sent};
+use crate::cognition::examples::Example;
 use crate::mind::{GenerateRequest, MindError, MindInfo};
 use crate::object::{MethodId, ObjRef, Oid, Slot, TxId};
 
@@ -50,6 +51,10 @@ pub enum Request {
         /// What a missing method should do; read by cognition, ignored by value slots.
         #[serde(default)]
         intent: Option<String>,
+        /// What a missing method must answer for given arguments: checked on a scratch clone
+        /// of the receiver before a synthesized method is installed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        examples: Vec<Example>,
     },
     Create {
         #[serde(default = "default_prototype")]
@@ -236,8 +241,13 @@ impl Request {
                 "`generate` needs a `prompt` string",
             ));
         }
-        Request::deserialize(payload)
-            .map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))
+        let request = Request::deserialize(payload)
+            .map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))?;
+        if let Request::Send { examples, .. } = &request {
+            crate::cognition::examples::check_bounds(examples)
+                .map_err(|e| Failure::new("bad-request", format!("bad `send` request: {e}")))?;
+        }
+        Ok(request)
     }
 
     /// Whether this request changes the image (and so needs the writer).
@@ -543,7 +553,8 @@ mod tests {
                 to: ObjRef::Id(3),
                 selector: "x".into(),
                 args: vec![],
-                intent: None
+                intent: None,
+                examples: vec![],
             })
         );
         let r = Request::decode(&json!({"op": "create", "from": ["a", 2]}));

@@ -277,6 +277,13 @@ impl Sandbox {
         Ok(())
     }
 
+    /// Drops a prepared method (a trial's, whose id a rolled-back transaction frees again).
+    pub fn forget(&self, method: MethodId) {
+        if let Ok(mut ready) = self.ready.lock() {
+            ready.remove(&method);
+        }
+    }
+
     fn ready(&self, tx: &Tx, method: MethodId) -> Result<MethodPre<MethodState>, SandboxError> {
         if let Some(pre) = self.ready.lock().ok().and_then(|r| r.get(&method).cloned()) {
             return Ok(pre);

@@ -750,6 +750,7 @@ fn answer_with(
                     selector,
                     args,
                     intent,
+                    examples,
                 }) = sent
                 && let Ok(receiver) = image.resolve(&to)
             {
@@ -758,6 +759,7 @@ fn answer_with(
                     selector,
                     args,
                     intent,
+                    examples,
                     actor: actor.to_owned(),
                 });
             }
@@ -864,8 +866,11 @@ impl Thinker {
         match outcome {
             // The message that opened the cycle was answered inside it, with the install.
             Ok(Outcome::Answered { value, .. }) if n == 0 => ok(value),
+            Ok(Outcome::Refused { message, .. }) if n == 0 => {
+                failure_reply(&job.payload, &Failure::new("method-error", message.clone()))
+            }
             // Those that joined it are sent now, to the method just installed.
-            Ok(Outcome::Answered { .. }) => {
+            Ok(Outcome::Answered { .. } | Outcome::Refused { .. }) => {
                 match self.methods.send(
                     &mut self.image,
                     waiter.receiver,

@@ -8,6 +8,7 @@ use crate::image::{Image, ImageError};
 use crate::object::Oid;
 
 use super::Mission;
+use super::examples::{Example, Expect};
 
 /// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
 /// the genesis example.
@@ -93,6 +94,12 @@ pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
         out.push_str(&format!("Its methods: {}.\n", view.methods.join(", ")));
     }
     out.push_str(&format!("Sent by: {}.\n", mission.actor));
+    if !mission.examples.is_empty() {
+        out.push_str("The method must pass these examples (each on a fresh copy of the object):\n");
+        for example in &mission.examples {
+            out.push_str(&format!("- {}\n", describe_example(example)));
+        }
+    }
     match &mission.intent {
         Some(intent) => out.push_str(&format!("Intent: {intent}\n")),
         None => out.push_str(
@@ -100,6 +107,25 @@ pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
         ),
     }
     Ok(out)
+}
+
+/// One example as the brief states it: `run(me, [3]) answers 8; then count = 5`.
+pub fn describe_example(example: &Example) -> String {
+    let mut text = format!("run(me, {})", Value::Array(example.args.clone()));
+    match &example.expect {
+        Expect::Answer(v) => text.push_str(&format!(" answers Ok({v})")),
+        Expect::Error => text.push_str(" answers an Err"),
+        Expect::Anything => {}
+    }
+    if !example.slots.is_empty() {
+        let slots: Vec<String> = example
+            .slots
+            .iter()
+            .map(|(k, v)| format!("{k} = {}", preview(v)))
+            .collect();
+        text.push_str(&format!("; afterwards {}", slots.join(", ")));
+    }
+    text
 }
 
 fn describe_name(image: &Image, oid: Oid) -> String {

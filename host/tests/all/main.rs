@@ -3,6 +3,7 @@
 
 mod cli;
 mod cognition;
+mod examples;
 mod host;
 mod image;
 mod lifecycle;

@@ -1,0 +1,225 @@
+//! Examples end to end: a real host with the scripted mind (the test facility). A method that
+//! compiles but answers wrongly is repaired, never installed; trials never touch the receiver;
+//! bad or contradictory examples are refused; a method whose right answer is an Err installs.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::support::{Host, Scratch, ask};
+
+/// Compiles, passes every gate, and answers the old count without storing anything: the
+/// method the issue saw installed.
+const WRONG_DOUBLE: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0);\n    Ok(json!(n))\n}";
+const GOOD_DOUBLE: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0) * 2;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!(n))\n}";
+/// Refuses a negative count: its right answer to some inputs is an Err.
+const CHECK: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0);\n    if n < 0 {\n        return Err(\"negative\".to_string());\n    }\n    Ok(json!(n))\n}";
+
+fn fenced(source: &str) -> String {
+    format!("```rust\n{source}\n```\n")
+}
+
+fn script(dir: &Path) -> std::path::PathBuf {
+    let lines = [
+        json!({"when": "You are BRICK", "completion": "Read count, double it, store it, answer it."}),
+        json!({"when": "You are ALFRED", "completion": "Store the doubled count and answer it."}),
+        json!({"when": "method `check`", "completion": fenced(CHECK)}),
+        json!({"when": "The last attempt failed", "completion": fenced(GOOD_DOUBLE)}),
+        json!({"when": "You are ROBIN", "completion": fenced(WRONG_DOUBLE)}),
+    ];
+    let path = dir.join("mind.jsonl");
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("script");
+    path
+}
+
+fn host() -> Host {
+    let scratch = Scratch::new();
+    let script = script(scratch.dir.path());
+    Host::start_with(scratch, "normal", &format!("scripted:{}", script.display()))
+}
+
+fn cycles(host: &Host) -> Vec<Value> {
+    let reply = ask(&host.dealer(), json!({"op": "cycles"}));
+    reply["result"].as_array().expect("cycles").clone()
+}
+
+#[test]
+fn a_method_that_fails_an_example_is_repaired_not_installed_and_trials_leave_no_trace() {
+    let host = host();
+    let dealer = host.dealer();
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "counter", "slot": "count", "value": 21}),
+    );
+    let before = ask(&dealer, json!({"op": "history", "to": "counter"}));
+    let examples = json!([
+        {"args": [], "answer": 42, "slots": {"count": 42}},
+        {"args": [], "answer": 42.0},
+    ]);
+    let reply = ask(
+        &dealer,
+        json!({"id": 1, "op": "send", "to": "counter", "selector": "double", "examples": examples}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["result"], 42);
+    // The first candidate compiled and passed every gate, then failed the examples: repaired.
+    let list = cycles(&host);
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["state"], "complete");
+    assert_eq!(list[0]["attempts"], 2);
+    let transcript = ask(&dealer, json!({"op": "cycle", "cycle": list[0]["id"]}));
+    let events = transcript["result"]["events"].as_array().expect("events");
+    let trials: Vec<&Value> = events.iter().filter(|e| e["kind"] == "examples").collect();
+    assert_eq!(trials.len(), 2, "{transcript}");
+    assert_eq!(trials[0]["data"]["passed"], 0);
+    let failure = trials[0]["data"]["failed"][0].as_str().expect("a failure");
+    assert!(
+        failure.contains("should answer 42, answered 21")
+            && failure.contains("slot `count` should be 42, is 21"),
+        "{failure}"
+    );
+    assert_eq!(trials[1]["data"]["passed"], 2);
+    let diagnostic = events
+        .iter()
+        .find(|e| e["kind"] == "diagnostic")
+        .expect("a diagnostic");
+    assert_eq!(diagnostic["data"]["stage"], "examples", "{diagnostic}");
+    assert_eq!(diagnostic["data"]["code"], "wrong-answer", "{diagnostic}");
+    // The brief told the writer the examples.
+    let brief = events
+        .iter()
+        .find(|e| e["kind"] == "brief")
+        .expect("a brief");
+    assert!(
+        brief["data"]["brief"]
+            .as_str()
+            .is_some_and(|b| b.contains("run(me, []) answers Ok(42); afterwards count = 42")),
+        "{brief}"
+    );
+    // One version, the good one; the wrong candidate never reached the image.
+    let method = ask(
+        &dealer,
+        json!({"op": "method", "to": "counter", "selector": "double"}),
+    );
+    assert_eq!(method["result"]["version"], 1, "{method}");
+    assert!(
+        method["result"]["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("* 2")),
+        "{method}"
+    );
+    // The receiver saw exactly one more transaction: the install with its first answer. No
+    // trial, scratch object or rolled-back install is in the history.
+    let after = ask(&dealer, json!({"op": "history", "to": "counter"}));
+    let (before, after) = (
+        before["result"].as_array().expect("history").len(),
+        after["result"].as_array().expect("history").len(),
+    );
+    assert_eq!(after, before + 1);
+    let count = ask(&dealer, json!({"op": "get", "to": "counter", "slot": "count"}));
+    assert_eq!(count["result"], 42);
+}
+
+#[test]
+fn malformed_examples_are_bad_requests_and_open_no_cycle() {
+    let host = host();
+    let dealer = host.dealer();
+    for examples in [
+        json!("[] => 1"),
+        json!([{"answer": 1}]),
+        json!([{"args": 1, "answer": 1}]),
+        json!([{"args": [], "answer": 1, "error": true}]),
+        json!([{"args": []}]),
+        json!([{"args": [], "answer": 1, "slot": {}}]),
+        Value::Array((0..33).map(|i| json!({"args": [i], "answer": i})).collect()),
+        json!([{"args": ["x".repeat(70_000)], "answer": 1}]),
+    ] {
+        let reply = ask(
+            &dealer,
+            json!({"op": "send", "to": "counter", "selector": "double", "examples": examples}),
+        );
+        assert_eq!(reply["error"]["code"], "bad-request", "{examples:.80}: {reply}");
+    }
+    assert!(cycles(&host).is_empty());
+}
+
+#[test]
+fn contradicting_examples_end_the_cycle_failed_with_that_reason() {
+    let host = host();
+    let reply = ask(
+        &host.dealer(),
+        json!({"op": "send", "to": "counter", "selector": "double", "examples": [
+            {"args": [1], "answer": 2}, {"args": [1.0], "answer": 3}
+        ]}),
+    );
+    assert_eq!(reply["error"]["code"], "does-not-understand", "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("contradict"), "{message}");
+    let list = cycles(&host);
+    assert_eq!(list[0]["state"], "failed");
+    let method = ask(
+        &host.dealer(),
+        json!({"op": "method", "to": "counter", "selector": "double"}),
+    );
+    assert_eq!(method["ok"], false, "{method}");
+}
+
+#[test]
+fn a_method_whose_right_answer_is_an_err_is_installed_and_answers_it() {
+    let host = host();
+    let dealer = host.dealer();
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "counter", "slot": "count", "value": -1}),
+    );
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "check", "examples": [{"args": [], "error": true}]}),
+    );
+    assert_eq!(reply["error"]["code"], "method-error", "{reply}");
+    assert_eq!(reply["error"]["message"], "negative", "{reply}");
+    assert_eq!(cycles(&host)[0]["state"], "complete");
+    // Installed: the next message runs it without a cycle.
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "counter", "slot": "count", "value": 5}),
+    );
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "check"}),
+    );
+    assert_eq!(reply["result"], 5, "{reply}");
+    assert_eq!(cycles(&host).len(), 1);
+}
+
+#[test]
+fn the_command_line_reads_examples_and_refuses_bad_ones_before_sending() {
+    let scratch = Scratch::new();
+    assert!(scratch.batos(&["init", "--mind", "none"]).status.success());
+    let out = scratch.batos(&["send", "counter", "double", "--example", "3 => 8"]);
+    assert!(!out.status.success());
+    assert!(
+        crate::support::stderr(&out).contains("must be a JSON array"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    let file = scratch.dir.path().join("examples.json");
+    std::fs::write(&file, r#"[{"args": [], "answer": 1, "error": true}]"#).expect("file");
+    let out = scratch.batos(&["send", "counter", "double", "--examples"]
+        .into_iter()
+        .chain([file.to_str().expect("utf-8")])
+        .collect::<Vec<_>>());
+    assert!(
+        crate::support::stderr(&out).contains("both `answer` and `error`"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+    // Well-formed: the request goes out (offline, no cycle runs: does-not-understand).
+    let out = scratch.batos(&["send", "counter", "double", "--example", "[] => 0, count: 0"]);
+    assert!(
+        crate::support::stderr(&out).contains("does-not-understand"),
+        "{}",
+        crate::support::stderr(&out)
+    );
+}
