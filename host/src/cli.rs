@@ -609,11 +609,17 @@ fn read_examples(
     use crate::cognition::examples;
     let mut all = given
         .iter()
-        .map(|e| examples::parse_cli(e).map_err(|m| Failure::new("bad-request", format!("--example {m}"))))
+        .map(|e| {
+            examples::parse_cli(e)
+                .map_err(|m| Failure::new("bad-request", format!("--example {m}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Failure::new("bad-request", format!("cannot read {}: {e}", path.display()))
+            Failure::new(
+                "bad-request",
+                format!("cannot read {}: {e}", path.display()),
+            )
         })?;
         let more: Vec<examples::Example> = serde_json::from_str(&text).map_err(|e| {
             Failure::new(

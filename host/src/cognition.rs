@@ -16,6 +16,7 @@
 
 pub mod brief;
 pub mod examples;
+pub mod fixes;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,9 +27,9 @@ use serde_json::{Map, Value, json};
 
 use crate::image::{Image, ImageError, Origin};
 use crate::method::{MethodError, Methods};
-use crate::sandbox::SandboxError;
 use crate::mind::{Ask, Completer};
 use crate::object::{MethodId, ObjRef, Oid, Slot};
+use crate::sandbox::SandboxError;
 
 /// The states of a cycle, in the order a successful one passes through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -607,7 +608,7 @@ impl Cycle<'_> {
                     .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),
             );
             let completion = self.ask(cycle, &config.writer, &prompt, mission, deadline)?;
-            let Some(source) = brief::extract_source(&completion) else {
+            let Some((source, made)) = brief::extract_source(&completion) else {
                 last_reason = "the completion holds no Rust method (no `fn run`)".into();
                 self.event(
                     cycle,
@@ -617,6 +618,10 @@ impl Cycle<'_> {
                 repair = Some((completion.clone(), last_reason.clone(), String::new()));
                 continue;
             };
+            for note in &made {
+                self.event(cycle, "fix", json!({"attempt": attempt, "fix": note}))?;
+            }
+            let mut source = source;
             let failed = Failed {
                 cycle,
                 mission,
@@ -628,7 +633,17 @@ impl Cycle<'_> {
             self.enter(cycle, State::Compiling, json!({"attempt": attempt}))?;
             self.check(deadline)?;
             let started = Instant::now();
-            let mut built = match self.methods.build(&source) {
+            let mut outcome = self.methods.build(&source);
+            // A covenant refusal that names its write is fixed by rule and compiled again
+            // before a model turn is spent on it.
+            if let Err(MethodError::Refused { refusals, .. }) = &outcome
+                && let Some((fixed, note)) = fixes::notify_after_writes(&source, refusals)
+            {
+                self.event(cycle, "fix", json!({"attempt": attempt, "fix": note}))?;
+                source = fixed;
+                outcome = self.methods.build(&source);
+            }
+            let mut built = match outcome {
                 Ok(built) => built,
                 Err(e) => {
                     let detail = json!({"stage": "compile", "gate": gate_of(&e), "millis": started.elapsed().as_secs_f64() * 1000.0});

@@ -383,10 +383,9 @@ impl Methods {
                     (Expect::Answer(want), Err(e)) => {
                         wrong.push(format!("should answer {want}, failed: {e}"));
                     }
-                    (Expect::Error, Ok(report)) => wrong.push(format!(
-                        "should answer an Err, answered {}",
-                        report.value
-                    )),
+                    (Expect::Error, Ok(report)) => {
+                        wrong.push(format!("should answer an Err, answered {}", report.value))
+                    }
                     (Expect::Anything, Err(e)) => wrong.push(format!("failed: {e}")),
                     // A trap is not the Err an example asks for.
                     (Expect::Error, Err(e)) if !matches!(e, SandboxError::MethodError { .. }) => {
@@ -404,7 +403,9 @@ impl Methods {
                             Some(Slot::Method(_)) => {
                                 wrong.push(format!("slot `{slot}` should be {want}, is a method"));
                             }
-                            None => wrong.push(format!("slot `{slot}` should be {want}, is missing")),
+                            None => {
+                                wrong.push(format!("slot `{slot}` should be {want}, is missing"))
+                            }
                         }
                     }
                 }

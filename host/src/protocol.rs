@@ -7,10 +7,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::cognition::examples::Example;
 use crate::cognition::{self, CognitionError};
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
 use crate::method::{MethodError, Methods, Sent};
-use crate::cognition::examples::Example;
 use crate::mind::{GenerateRequest, MindError, MindInfo};
 use crate::object::{MethodId, ObjRef, Oid, Slot, TxId};
 

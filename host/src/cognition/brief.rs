@@ -9,6 +9,7 @@ use crate::object::Oid;
 
 use super::Mission;
 use super::examples::{Example, Expect};
+use super::fixes;
 
 /// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
 /// the genesis example.
@@ -176,8 +177,11 @@ pub fn review_prompt(brief: &str, source: &str, diagnostics: &str) -> String {
 
 /// The method source in a completion: the first fenced code block (```rust, ``` or an
 /// unterminated one, as a model cut off by its token limit writes), or the whole text when it has
-/// no fence but defines `run`. The SDK prelude is added when the source does not import it.
-pub fn extract_source(completion: &str) -> Option<String> {
+/// no fence but defines `run`. The SDK prelude is added when the source does not import it, on the
+/// source's first line, so that diagnostics quote the model's own line numbers. A function with
+/// `run`'s parameters under another name becomes `run` ([`fixes::rename_entry`]); the fixes made
+/// come back with the source, for the transcript.
+pub fn extract_source(completion: &str) -> Option<(String, Vec<String>)> {
     let body = match completion.find("```") {
         Some(start) => {
             let after = &completion[start + 3..];
@@ -188,21 +192,28 @@ pub fn extract_source(completion: &str) -> Option<String> {
                 None => code,
             }
         }
-        None if completion.contains("fn run") => completion,
+        None if completion.contains("fn run") || fixes::rename_entry(completion).is_some() => {
+            completion
+        }
         None => return None,
     };
+    let mut made = Vec::new();
     let body = body.trim();
-    if !body.contains("fn run") {
-        return None;
-    }
+    let body = if body.contains("fn run") {
+        body.to_owned()
+    } else {
+        let (fixed, note) = fixes::rename_entry(body)?;
+        made.push(note);
+        fixed
+    };
     // A completion stopped at the function's last line (or cut off) lacks closing braces.
     let open = body.matches('{').count();
     let closed = body.matches('}').count();
     let body = format!("{body}{}", "\n}".repeat(open.saturating_sub(closed)));
     if body.contains("use batos_sdk") {
-        Some(format!("{body}\n"))
+        Some((format!("{body}\n"), made))
     } else {
-        Some(format!("use batos_sdk::prelude::*;\n\n{body}\n"))
+        Some((format!("use batos_sdk::prelude::*; {body}\n"), made))
     }
 }
 
@@ -225,17 +236,23 @@ mod tests {
     #[test]
     fn the_source_comes_out_of_fenced_unterminated_and_bare_completions() {
         let fenced = "Here it is:\n```rust\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> { Ok(json!(1)) }\n```\nDone.";
-        let source = extract_source(fenced).expect("source");
-        assert!(source.starts_with("use batos_sdk::prelude::*;"));
+        let (source, made) = extract_source(fenced).expect("source");
+        assert!(made.is_empty());
+        // The prelude shares the first line: line N of the model's code is line N here.
+        assert!(source.starts_with("use batos_sdk::prelude::*; pub fn run("));
         assert!(source.contains("Ok(json!(1))") && !source.contains("Done."));
         let cut = "```rust\nuse batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    Ok(";
-        let source = extract_source(cut).expect("source");
+        let (source, _) = extract_source(cut).expect("source");
         assert_eq!(source.matches("use batos_sdk").count(), 1);
         let bare =
             "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> { Ok(json!(2)) }";
         assert!(extract_source(bare).is_some());
         assert_eq!(extract_source("I cannot do that."), None);
         assert_eq!(extract_source("```rust\nfn helper() {}\n```"), None);
+        let named = "```rust\npub fn gcd(me: Obj, args: Vec<Value>) -> Result<Value, String> { Ok(json!(2)) }\n```";
+        let (source, made) = extract_source(named).expect("renamed");
+        assert!(source.contains("pub fn run(me: Obj"), "{source}");
+        assert_eq!(made.len(), 1);
     }
 
     #[test]

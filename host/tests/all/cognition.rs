@@ -10,7 +10,10 @@ use crate::support::{Host, Scratch, ask, batos_at, integrity_ok, stderr, stdout}
 const GOOD_DOUBLE: &str = "use batos_sdk::prelude::*;\n\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0) * 2;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!(n))\n}";
 const BAD_DOUBLE: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n: i64 = me.get(\"count\") * 2;\n    Ok(json!(n))\n}";
 /// Writes without notifying: compiles, but the source gate (the covenant) refuses it.
-const CARELESS: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    me.set(\"x\", json!(1))?;\n    Ok(json!(1))\n}";
+/// Breaks the covenant in a way no rule repairs: its write's statement spans two lines.
+const CARELESS: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    me.set(\"x\",\n        json!(1))?;\n    Ok(json!(1))\n}";
+/// Breaks the covenant on one line, named after its selector: both are fixed by rule.
+const FORGETFUL: &str = "pub fn forgetful(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    me.set(\"x\", json!(7))?;\n    Ok(json!(7))\n}";
 
 fn fenced(source: &str) -> String {
     format!("Here is the method.\n```rust\n{source}\n```\n")
@@ -23,6 +26,7 @@ fn script(dir: &Path) -> std::path::PathBuf {
         json!({"when": "You are BRICK", "completion": "Read count, double it, store it, answer it."}),
         json!({"when": "You are ALFRED", "completion": "Fix the types and notify the change."}),
         json!({"when": "method `mystery`", "completion": fenced(CARELESS)}),
+        json!({"when": "method `forgetful`", "completion": fenced(FORGETFUL)}),
         json!({"when": "The last attempt failed", "completion": fenced(GOOD_DOUBLE)}),
         json!({"when": "You are ROBIN", "completion": fenced(BAD_DOUBLE)}),
     ];
@@ -164,6 +168,40 @@ fn a_cycle_that_never_succeeds_fails_cleanly_and_installs_nothing() {
     integrity_ok(&scratch.image_path());
     let out = scratch.batos(&["replay", "--verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn a_misnamed_entry_and_a_missing_notify_are_fixed_by_rule_without_a_model_turn() {
+    let host = scripted_host();
+    let dealer = host.dealer();
+    let reply = send(&host, 1, "forgetful");
+    assert_eq!(reply["result"], 7, "{reply}");
+    let cycles = ask(&dealer, json!({"op": "cycles"}));
+    let cycle = &cycles["result"][0];
+    assert_eq!(cycle["attempts"], 1, "{cycles}");
+    let transcript = ask(&dealer, json!({"op": "cycle", "cycle": cycle["id"]}));
+    let events = transcript["result"]["events"].as_array().expect("events");
+    let fixes: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "fix")
+        .filter_map(|e| e["data"]["fix"].as_str())
+        .collect();
+    assert_eq!(fixes.len(), 2, "{fixes:?}");
+    assert!(
+        fixes[0].contains("`fn forgetful`") && fixes[1].contains("line 2"),
+        "{fixes:?}"
+    );
+    // The installed source states the call, and the gates passed it as written.
+    let method = ask(
+        &dealer,
+        json!({"op": "method", "to": "counter", "selector": "forgetful"}),
+    );
+    let source = method["result"]["source"].as_str().unwrap_or_default();
+    assert!(
+        source.contains("pub fn run(")
+            && source.contains("me.set(\"x\", json!(7))?;\n    me.notify_changed();"),
+        "{source}"
+    );
 }
 
 #[test]

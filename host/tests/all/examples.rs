@@ -117,7 +117,10 @@ fn a_method_that_fails_an_example_is_repaired_not_installed_and_trials_leave_no_
         after["result"].as_array().expect("history").len(),
     );
     assert_eq!(after, before + 1);
-    let count = ask(&dealer, json!({"op": "get", "to": "counter", "slot": "count"}));
+    let count = ask(
+        &dealer,
+        json!({"op": "get", "to": "counter", "slot": "count"}),
+    );
     assert_eq!(count["result"], 42);
 }
 
@@ -139,7 +142,10 @@ fn malformed_examples_are_bad_requests_and_open_no_cycle() {
             &dealer,
             json!({"op": "send", "to": "counter", "selector": "double", "examples": examples}),
         );
-        assert_eq!(reply["error"]["code"], "bad-request", "{examples:.80}: {reply}");
+        assert_eq!(
+            reply["error"]["code"], "bad-request",
+            "{examples:.80}: {reply}"
+        );
     }
     assert!(cycles(&host).is_empty());
 }
@@ -206,17 +212,25 @@ fn the_command_line_reads_examples_and_refuses_bad_ones_before_sending() {
     );
     let file = scratch.dir.path().join("examples.json");
     std::fs::write(&file, r#"[{"args": [], "answer": 1, "error": true}]"#).expect("file");
-    let out = scratch.batos(&["send", "counter", "double", "--examples"]
-        .into_iter()
-        .chain([file.to_str().expect("utf-8")])
-        .collect::<Vec<_>>());
+    let out = scratch.batos(
+        &["send", "counter", "double", "--examples"]
+            .into_iter()
+            .chain([file.to_str().expect("utf-8")])
+            .collect::<Vec<_>>(),
+    );
     assert!(
         crate::support::stderr(&out).contains("both `answer` and `error`"),
         "{}",
         crate::support::stderr(&out)
     );
     // Well-formed: the request goes out (offline, no cycle runs: does-not-understand).
-    let out = scratch.batos(&["send", "counter", "double", "--example", "[] => 0, count: 0"]);
+    let out = scratch.batos(&[
+        "send",
+        "counter",
+        "double",
+        "--example",
+        "[] => 0, count: 0",
+    ]);
     assert!(
         crate::support::stderr(&out).contains("does-not-understand"),
         "{}",

@@ -1,0 +1,136 @@
+//! Mechanical fixes: the mistakes models make that a rule repairs without a model turn. Each
+//! answers the fixed source and a line for the transcript; the gates still check the result.
+//!
+//! - A function with `run`'s signature under another name (`pub fn gcd(me: Obj, args: Vec<Value>)
+//!   -> ...`, the model naming it after the selector) becomes `run`.
+//! - A covenant refusal that names a write gets `OBJ.notify_changed();` inserted after that
+//!   write's statement: the installed source then states the call itself.
+
+/// `run`'s parameters, spaces removed.
+const RUN_PARAMETERS: &str = "(me:Obj,args:Vec<Value>)";
+
+/// Renames the one function with `run`'s parameters to `run`, when the source has no `fn run`.
+pub fn rename_entry(source: &str) -> Option<(String, String)> {
+    if source.contains("fn run") {
+        return None;
+    }
+    let mut found = None;
+    let mut at = 0;
+    while let Some(offset) = source[at..].find("fn ") {
+        let start = at + offset + 3;
+        at = start;
+        let name_end = start
+            + source[start..]
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(source.len() - start);
+        let name = &source[start..name_end];
+        let Some(params_end) = source[name_end..].find(')') else {
+            continue;
+        };
+        let params: String = source[name_end..=name_end + params_end]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if !name.is_empty() && params == RUN_PARAMETERS {
+            if found.is_some() {
+                // Two candidates: which one is meant is not mechanical.
+                return None;
+            }
+            found = Some((start, name_end, name.to_owned()));
+        }
+    }
+    let (start, end, name) = found?;
+    let fixed = format!("{}run{}", &source[..start], &source[end..]);
+    Some((
+        fixed,
+        format!("renamed `fn {name}` (it has `run`'s parameters) to `fn run`"),
+    ))
+}
+
+/// Inserts `OBJ.notify_changed();` after each write a covenant refusal names (`... a write to
+/// `OBJ` (line N) ...`), where that line ends its statement (`;`). Lines count from 1 in
+/// `source` as compiled.
+pub fn notify_after_writes(source: &str, refusals: &[String]) -> Option<(String, String)> {
+    let mut writes: Vec<(usize, String)> = refusals
+        .iter()
+        .filter_map(|r| {
+            let rest = r.split("a write to `").nth(1)?;
+            let (object, rest) = rest.split_once('`')?;
+            let line = rest.split("(line ").nth(1)?.split(')').next()?;
+            Some((line.trim().parse::<usize>().ok()?, object.to_owned()))
+        })
+        .collect();
+    writes.sort();
+    writes.dedup();
+    if writes.is_empty() {
+        return None;
+    }
+    let mut lines: Vec<String> = source.lines().map(str::to_owned).collect();
+    let mut done = Vec::new();
+    // From the last line up, so earlier line numbers stay right.
+    for (line, object) in writes.iter().rev() {
+        let Some(text) = lines.get(line.wrapping_sub(1)) else {
+            continue;
+        };
+        if !text.trim_end().ends_with(';')
+            || !object.chars().all(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let indent: String = text.chars().take_while(|c| c.is_whitespace()).collect();
+        lines.insert(*line, format!("{indent}{object}.notify_changed();"));
+        done.push(format!("line {line}"));
+    }
+    if done.is_empty() {
+        return None;
+    }
+    done.reverse();
+    let mut fixed = lines.join("\n");
+    fixed.push('\n');
+    Some((
+        fixed,
+        format!(
+            "inserted notify_changed() after the write(s) the covenant named ({})",
+            done.join(", ")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_function_with_runs_parameters_becomes_run() {
+        let src = "use batos_sdk::prelude::*; pub fn gcd(me: Obj,\n  args: Vec<Value>) -> Result<Value, String> {\n    Ok(json!(1))\n}\n";
+        let (fixed, note) = rename_entry(src).expect("renamed");
+        assert!(fixed.contains("pub fn run(me: Obj,\n  args"), "{fixed}");
+        assert!(note.contains("`fn gcd`"));
+        assert_eq!(rename_entry(&fixed), None);
+        // A helper with other parameters is left alone; two candidates are not guessed.
+        assert_eq!(rename_entry("fn helper(x: i64) -> i64 { x }"), None);
+        let two = "fn a(me: Obj, args: Vec<Value>) {}\nfn b(me: Obj, args: Vec<Value>) {}";
+        assert_eq!(rename_entry(two), None);
+    }
+
+    #[test]
+    fn notify_goes_after_the_named_write() {
+        let src = "use batos_sdk::prelude::*; pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = 2;\n    me.set(\"n\", json!(n))?;\n    Ok(json!(n))\n}\n";
+        let refusal = "line 4: [covenant] this exit follows a write to `me` (line 3) with no `me.notify_changed()` before it: notify every object you change".to_owned();
+        let (fixed, note) = notify_after_writes(src, &[refusal.clone(), refusal]).expect("fixed");
+        assert!(
+            fixed.contains("    me.set(\"n\", json!(n))?;\n    me.notify_changed();\n    Ok"),
+            "{fixed}"
+        );
+        assert_eq!(fixed.matches("notify_changed").count(), 1);
+        assert!(note.contains("line 3"));
+        // A write whose statement does not end on its line is left to the model.
+        let open = "fn run(me: Obj, args: Vec<Value>) {\n    me.set(\"n\",\n        json!(1))?;\n    Ok(json!(1))\n}";
+        let refusal = "a write to `me` (line 2)".to_owned();
+        assert_eq!(notify_after_writes(open, &[refusal]), None);
+        assert_eq!(
+            notify_after_writes(src, &["line 2: [syntax] oops".into()]),
+            None
+        );
+    }
+}
