@@ -32,9 +32,10 @@ pub mod bindings {
 
 use bindings::batos::image::{host, persistence};
 
-/// The usual imports of a method: `Obj`, `Value`, `json!`, `log`.
+/// The usual imports of a method: `Obj`, `Value`, `json!`, `log`, and the typed argument
+/// readers `arg_int`, `arg_float`, `arg_text`, `arg_list`.
 pub mod prelude {
-    pub use crate::{Obj, log};
+    pub use crate::{Obj, arg_float, arg_int, arg_list, arg_text, log};
     pub use serde_json::{Value, json};
 }
 
@@ -94,7 +95,78 @@ impl Obj {
     pub fn parents(&self) -> Vec<Obj> {
         host::parents(self.0).into_iter().map(Obj).collect()
     }
+
+    /// The slot as an integer: 0 when it is absent or not a whole number (floats are cut).
+    pub fn int(&self, slot: &str) -> i64 {
+        self.get(slot).as_ref().map_or(0, int_of)
+    }
+
+    /// The slot as a number: 0.0 when it is absent or not a number.
+    pub fn float(&self, slot: &str) -> f64 {
+        self.get(slot).and_then(|v| v.as_f64()).unwrap_or(0.0)
+    }
+
+    /// The slot as text: empty when it is absent; a non-string's JSON text otherwise.
+    pub fn text(&self, slot: &str) -> String {
+        self.get(slot).as_ref().map(text_of).unwrap_or_default()
+    }
+
+    /// The slot as an owned list: empty when it is absent or not a list.
+    pub fn list(&self, slot: &str) -> Vec<Value> {
+        match self.get(slot) {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        }
+    }
 }
+
+fn int_of(v: &Value) -> i64 {
+    v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)).unwrap_or(0)
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn arg<'a>(args: &'a [Value], i: usize) -> Result<&'a Value, String> {
+    args.get(i)
+        .ok_or_else(|| format!("argument {} is missing ({} given)", i + 1, args.len()))
+}
+
+/// Argument `i` (from 0) as an integer, or an `Err` saying what is wrong.
+pub fn arg_int(args: &[Value], i: usize) -> Result<i64, String> {
+    let v = arg(args, i)?;
+    v.as_i64()
+        .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+        .ok_or_else(|| format!("argument {} must be an integer, not {v}", i + 1))
+}
+
+/// Argument `i` as a number.
+pub fn arg_float(args: &[Value], i: usize) -> Result<f64, String> {
+    let v = arg(args, i)?;
+    v.as_f64()
+        .ok_or_else(|| format!("argument {} must be a number, not {v}", i + 1))
+}
+
+/// Argument `i` as owned text (a string argument; anything else is an `Err`).
+pub fn arg_text(args: &[Value], i: usize) -> Result<String, String> {
+    match arg(args, i)? {
+        Value::String(s) => Ok(s.clone()),
+        v => Err(format!("argument {} must be a string, not {v}", i + 1)),
+    }
+}
+
+/// Argument `i` as an owned list.
+pub fn arg_list(args: &[Value], i: usize) -> Result<Vec<Value>, String> {
+    match arg(args, i)? {
+        Value::Array(items) => Ok(items.clone()),
+        v => Err(format!("argument {} must be a list, not {v}", i + 1)),
+    }
+}
+
 
 /// Write a line in the call's log.
 pub fn log(line: &str) {

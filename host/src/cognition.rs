@@ -17,6 +17,7 @@
 pub mod brief;
 pub mod examples;
 pub mod fixes;
+pub mod hints;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -646,8 +647,17 @@ impl Cycle<'_> {
             let mut built = match outcome {
                 Ok(built) => built,
                 Err(e) => {
-                    let detail = json!({"stage": "compile", "gate": gate_of(&e), "millis": started.elapsed().as_secs_f64() * 1000.0});
-                    let (reason, next) = self.setback(&failed, source, &e, detail)?;
+                    // The exact corrected lines for the mistakes models repeat, first: rustc's
+                    // own text is long and its suggestions are often wrong.
+                    let hints = hints::corrected_lines(&source);
+                    let detail = json!({"stage": "compile", "gate": gate_of(&e), "hints": hints, "millis": started.elapsed().as_secs_f64() * 1000.0});
+                    let reason = if hints.is_empty() {
+                        e.to_string()
+                    } else {
+                        format!("Corrected lines (use these):\n{}\n\n{e}", hints.join("\n"))
+                    };
+                    let (reason, next) =
+                        self.setback_because(&failed, source, reason, e.code(), detail)?;
                     last_reason = reason;
                     repair = Some(next);
                     continue;

@@ -14,33 +14,49 @@ use super::fixes;
 /// The guest SDK as the writer sees it: the surface of `spec/SDK.md`, the contract's rules, and
 /// the genesis example.
 pub const CONTRACT: &str = r#"The WIT world `batos:image@0.1.0`: a method imports the image's host functions and `persistence.notify-changed`, and exports `invoke(receiver, args) -> result<string, string>`; the SDK wraps them as follows.
-A method is one Rust function, `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
-- me.get("slot") -> Option<Value>: read a slot. me.set("slot", json!(v))? writes one; then call me.notify_changed();
-- args[0].as_i64(), .as_f64(), .as_str(), .as_array(), .as_bool() read arguments and values (each gives an Option).
-- Answer Ok(json!(value)). Err(message) undoes every change. No unsafe, no other crates.
+A method is one Rust function, always named `run`: `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
+- Read slots with me.int("count") -> i64, me.float("x") -> f64, me.text("name") -> String, me.list("items") -> Vec<Value> (owned values: 0, 0.0, "" or an empty list when absent), or me.get("slot") -> Option<Value>.
+- Read arguments with arg_int(&args, 0)?, arg_float(&args, 0)?, arg_text(&args, 0)?, arg_list(&args, 0)? (an Err when missing or of another type); args[i].clone() for any JSON.
+- Write with me.set("slot", json!(v))?; after the last write call me.notify_changed(); before answering Ok.
+- A Value has no arithmetic: read numbers with the helpers first. Answer Ok(json!(value)); Err(message) undoes every change. No unsafe, no other crates.
 Examples:
 ```rust
 // counter.increment: add one to the count slot, store it, answer it
 pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
-    let n = me.get("count").and_then(|v| v.as_i64()).unwrap_or(0) + 1;
+    let n = me.int("count") + 1;
     me.set("count", json!(n))?;
     me.notify_changed();
     Ok(json!(n))
 }
 ```
 ```rust
-// calc.times: answer the first argument times the factor slot
+// stack.push: append the first argument to the items list, answer the new length
 pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
-    let x = args.first().and_then(|v| v.as_i64()).ok_or("give a number")?;
-    let factor = me.get("factor").and_then(|v| v.as_i64()).unwrap_or(1);
-    Ok(json!(x * factor))
+    let mut items = me.list("items");
+    items.push(args.first().cloned().ok_or("give a value")?);
+    me.set("items", json!(items))?;
+    me.notify_changed();
+    Ok(json!(items.len()))
 }
 ```
 ```rust
-// person.hello: answer "Hi, " and the name slot
+// person.greet: answer the greeting slot, a space and the name slot
 pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
-    let name = me.get("name").and_then(|v| v.as_str().map(|s| s.to_string())).unwrap_or_default();
-    Ok(json!(format!("Hi, {}", name)))
+    Ok(json!(format!("{} {}", me.text("greeting"), me.text("name"))))
+}
+```
+```rust
+// account.withdraw: take the first argument from balance and add it to withdrawn; refuse more than the balance
+pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
+    let amount = arg_int(&args, 0)?;
+    let balance = me.int("balance");
+    if amount > balance {
+        return Err(format!("only {} available", balance));
+    }
+    me.set("balance", json!(balance - amount))?;
+    me.set("withdrawn", json!(me.int("withdrawn") + amount))?;
+    me.notify_changed();
+    Ok(json!(balance - amount))
 }
 ```"#;
 

@@ -111,6 +111,22 @@ fn a_missing_method_is_written_repaired_installed_and_answers() {
         .find(|e| e["kind"] == "diagnostic")
         .expect("a diagnostic");
     assert_eq!(diagnostic["data"]["stage"], "compile", "{diagnostic}");
+    // The repair came with the exact corrected line, at the model's own line number.
+    assert_eq!(
+        diagnostic["data"]["hints"][0],
+        "line 2: `let n: i64 = me.get(\"count\") * 2;` -> `let n: i64 = me.int(\"count\") * 2;`",
+        "{diagnostic}"
+    );
+    let repair_prompt = events
+        .iter()
+        .filter(|e| e["kind"] == "prompt")
+        .filter_map(|e| e["data"]["prompt"].as_str())
+        .find(|p| p.contains("The last attempt failed"))
+        .expect("a repair prompt");
+    assert!(
+        repair_prompt.contains("Corrected lines (use these):"),
+        "{repair_prompt}"
+    );
     // The cycle object delegates to its state: `label` comes from `state_complete`.
     let label = ask(
         &dealer,

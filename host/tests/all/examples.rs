@@ -237,3 +237,46 @@ fn the_command_line_reads_examples_and_refuses_bad_ones_before_sending() {
         crate::support::stderr(&out)
     );
 }
+
+/// The SDK's owned helpers, as the contract's examples use them, in a real compiled method.
+#[test]
+fn the_sdk_helpers_read_slots_and_arguments_as_owned_typed_values() {
+    let host = Host::start("normal");
+    let dealer = host.dealer();
+    let source = "use batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let mut items = me.list(\"items\");\n    items.push(json!(arg_text(&args, 0)?));\n    let n = me.int(\"count\") + arg_int(&args, 1)?;\n    me.set(\"items\", json!(items))?;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!([items.len(), n, me.float(\"rate\") * 2.0, me.text(\"name\"), arg_list(&args, 2)?.len()]))\n}\n";
+    let reply = ask(
+        &dealer,
+        json!({"op": "install", "to": "counter", "selector": "add", "source": source}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    for (slot, value) in [("rate", json!(1.5)), ("name", json!("c"))] {
+        ask(
+            &dealer,
+            json!({"op": "set", "to": "counter", "slot": slot, "value": value}),
+        );
+    }
+    let send = |args: Value| {
+        ask(
+            &dealer,
+            json!({"op": "send", "to": "counter", "selector": "add", "args": args}),
+        )
+    };
+    // Absent slots read as an empty list and 0; present ones as what they hold.
+    let reply = send(json!(["a", 2, [1, 2]]));
+    assert_eq!(reply["result"], json!([1, 2, 3.0, "c", 2]), "{reply}");
+    let reply = send(json!(["b", 3.0, []]));
+    assert_eq!(reply["result"], json!([2, 5, 3.0, "c", 0]), "{reply}");
+    // Bad arguments are Errs that say which and why (and change nothing).
+    for (args, says) in [
+        (json!([]), "argument 1 is missing (0 given)"),
+        (json!([1, 2, []]), "argument 1 must be a string, not 1"),
+        (json!(["a", 2.5, []]), "argument 2 must be an integer, not 2.5"),
+        (json!(["a", 1, 3]), "argument 3 must be a list, not 3"),
+    ] {
+        let reply = send(args);
+        assert_eq!(reply["error"]["code"], "method-error", "{reply}");
+        assert_eq!(reply["error"]["message"], says, "{reply}");
+    }
+    let count = ask(&dealer, json!({"op": "get", "to": "counter", "slot": "count"}));
+    assert_eq!(count["result"], 5);
+}
