@@ -18,6 +18,7 @@ pub mod brief;
 pub mod examples;
 pub mod fixes;
 pub mod hints;
+pub mod memory;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -124,6 +125,8 @@ pub struct Config {
     pub planner: String,
     pub writer: String,
     pub reviewer: String,
+    /// Installed methods most like the mission shown to the writer (0: none).
+    pub memory: u32,
 }
 
 impl Default for Config {
@@ -135,6 +138,7 @@ impl Default for Config {
             planner: "brick".into(),
             writer: "robin".into(),
             reviewer: "alfred".into(),
+            memory: 2,
         }
     }
 }
@@ -151,6 +155,9 @@ impl Config {
         }
         if let Some(v) = slots.get("attempts").and_then(Value::as_u64) {
             config.attempts = v.clamp(1, 16) as u32;
+        }
+        if let Some(v) = slots.get("memory").and_then(Value::as_u64) {
+            config.memory = v.min(8) as u32;
         }
         if let Some(v) = slots.get("time_limit_s").and_then(Value::as_f64) {
             config.time_limit = Duration::from_secs_f64(v.clamp(1.0, 86_400.0));
@@ -175,6 +182,7 @@ impl Config {
             "planner": self.planner,
             "writer": self.writer,
             "reviewer": self.reviewer,
+            "memory": self.memory,
         }) else {
             return Map::new();
         };
@@ -595,6 +603,14 @@ impl Cycle<'_> {
             mission,
             deadline,
         )?;
+        let recalled = memory::recall(self.image, mission, config.memory as usize)?;
+        if !recalled.is_empty() {
+            let found: Vec<Value> = recalled
+                .iter()
+                .map(|r| json!({"method": r.label, "score": r.score}))
+                .collect();
+            self.event(cycle, "memory", json!({"recalled": found}))?;
+        }
         let mut repair: Option<(String, String, String)> = None;
         let mut last_reason = String::from("no attempt was made");
         for attempt in 1..=config.attempts {
@@ -604,6 +620,7 @@ impl Cycle<'_> {
                 &brief,
                 &mission.selector,
                 &plan,
+                &recalled,
                 repair
                     .as_ref()
                     .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),

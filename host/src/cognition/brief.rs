@@ -165,9 +165,18 @@ pub fn write_prompt(
     brief: &str,
     selector: &str,
     plan: &str,
+    recalled: &[super::memory::Recalled],
     repair: Option<(&str, &str, &str)>,
 ) -> String {
-    let mut out = format!("{CONTRACT}\n\n{brief}\nPlan: {}\n", plan.trim());
+    let mut out = format!("{CONTRACT}\n\n");
+    if !recalled.is_empty() {
+        out.push_str("Methods already in this image that are like this one:\n");
+        for r in recalled {
+            out.push_str(&format!("```rust\n// {}\n{}\n```\n", r.label, r.source));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{brief}\nPlan: {}\n", plan.trim()));
     if let Some((source, diagnostics, advice)) = repair {
         out.push_str(&format!(
             "\nThe last attempt failed.\n```rust\n{}\n```\nErrors:\n{}\nAdvice: {}\n",

@@ -270,13 +270,50 @@ fn the_sdk_helpers_read_slots_and_arguments_as_owned_typed_values() {
     for (args, says) in [
         (json!([]), "argument 1 is missing (0 given)"),
         (json!([1, 2, []]), "argument 1 must be a string, not 1"),
-        (json!(["a", 2.5, []]), "argument 2 must be an integer, not 2.5"),
+        (
+            json!(["a", 2.5, []]),
+            "argument 2 must be an integer, not 2.5",
+        ),
         (json!(["a", 1, 3]), "argument 3 must be a list, not 3"),
     ] {
         let reply = send(args);
         assert_eq!(reply["error"]["code"], "method-error", "{reply}");
         assert_eq!(reply["error"]["message"], says, "{reply}");
     }
-    let count = ask(&dealer, json!({"op": "get", "to": "counter", "slot": "count"}));
+    let count = ask(
+        &dealer,
+        json!({"op": "get", "to": "counter", "slot": "count"}),
+    );
     assert_eq!(count["result"], 5);
+}
+
+#[test]
+fn a_later_cycle_is_shown_the_installed_methods_most_like_its_mission() {
+    let host = host();
+    let dealer = host.dealer();
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "double", "examples": [{"args": [], "answer": 0}]}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "double_twice", "intent": "double the count twice"}),
+    );
+    assert_eq!(reply["ok"], true, "{reply}");
+    let list = cycles(&host);
+    let transcript = ask(&dealer, json!({"op": "cycle", "cycle": list[1]["id"]}));
+    let events = transcript["result"]["events"].as_array().expect("events");
+    let memory = events
+        .iter()
+        .find(|e| e["kind"] == "memory")
+        .expect("a memory event");
+    assert_eq!(memory["data"]["recalled"][0]["method"], "counter.double", "{memory}");
+    let prompt = events
+        .iter()
+        .filter(|e| e["kind"] == "prompt")
+        .filter_map(|e| e["data"]["prompt"].as_str())
+        .find(|p| p.contains("Methods already in this image"))
+        .expect("the writer was shown them");
+    assert!(prompt.contains("// counter.double"), "{prompt}");
 }
