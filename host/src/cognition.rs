@@ -127,6 +127,10 @@ pub struct Config {
     pub reviewer: String,
     /// Installed methods most like the mission shown to the writer (0: none).
     pub memory: u32,
+    /// With no examples given, the examples persona writes some from the intent, and they are
+    /// checked as given ones are.
+    pub examples_from_intent: bool,
+    pub examples_writer: String,
 }
 
 impl Default for Config {
@@ -139,6 +143,8 @@ impl Default for Config {
             writer: "robin".into(),
             reviewer: "alfred".into(),
             memory: 2,
+            examples_from_intent: false,
+            examples_writer: "lucius".into(),
         }
     }
 }
@@ -156,6 +162,9 @@ impl Config {
         if let Some(v) = slots.get("attempts").and_then(Value::as_u64) {
             config.attempts = v.clamp(1, 16) as u32;
         }
+        if let Some(v) = slots.get("examples_from_intent").and_then(Value::as_bool) {
+            config.examples_from_intent = v;
+        }
         if let Some(v) = slots.get("memory").and_then(Value::as_u64) {
             config.memory = v.min(8) as u32;
         }
@@ -166,6 +175,7 @@ impl Config {
             ("planner", &mut config.planner),
             ("writer", &mut config.writer),
             ("reviewer", &mut config.reviewer),
+            ("examples_writer", &mut config.examples_writer),
         ] {
             if let Some(v) = slots.get(key).and_then(Value::as_str) {
                 *field = v.to_owned();
@@ -183,6 +193,8 @@ impl Config {
             "writer": self.writer,
             "reviewer": self.reviewer,
             "memory": self.memory,
+            "examples_from_intent": self.examples_from_intent,
+            "examples_writer": self.examples_writer,
         }) else {
             return Map::new();
         };
@@ -218,6 +230,14 @@ const PERSONAS: &[PersonaSeed] = &[
         200,
         WRITER_PREFILL,
         &["```", "\n}"],
+    ),
+    (
+        "lucius",
+        "writes examples",
+        "You are LUCIUS, who writes test examples for a method of a living object system: one example per line, `ARGS => ANSWER, SLOT: VALUE`, and nothing else.",
+        120,
+        "",
+        &["\n\n"],
     ),
     (
         "alfred",
@@ -283,23 +303,31 @@ fn persona(image: &Image, name: &str) -> Result<Persona, ImageError> {
 /// all are there.
 pub fn ensure_objects(image: &mut Image) -> Result<(), ImageError> {
     if image.named(CYCLE_PROTO)?.is_some() {
+        // An image made before a persona existed gets it now.
+        let mut missing = Vec::new();
+        for seed in PERSONAS {
+            if image.named(seed.0)?.is_none() {
+                missing.push(seed);
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        image.transact("cognition", "cognition: new personas", |tx| {
+            let proto = tx.resolve(&ObjRef::Name("persona".into()))?;
+            for seed in missing {
+                create_persona(tx, proto, seed)?;
+            }
+            Ok::<_, ImageError>(())
+        })?;
         return Ok(());
     }
     image.transact("cognition", "cognition: personas, states, cycle", |tx| {
         let object = tx.resolve(&ObjRef::Name("object".into()))?;
         tx.create_object(&[object], Some(CONFIG_OBJECT), Config::default().as_slots())?;
         let persona_proto = tx.create_object(&[object], Some("persona"), Map::new())?;
-        for (name, role, system, max_tokens, prefill, stop) in PERSONAS {
-            let Value::Object(slots) = json!({
-                "role": role,
-                "system": system,
-                "max_tokens": max_tokens,
-                "prefill": prefill,
-                "stop": stop,
-            }) else {
-                continue;
-            };
-            tx.create_object(&[persona_proto], Some(name), slots)?;
+        for seed in PERSONAS {
+            create_persona(tx, persona_proto, seed)?;
         }
         let state_proto = tx.create_object(&[object], Some("cycle_state"), Map::new())?;
         for state in State::ALL {
@@ -312,6 +340,24 @@ pub fn ensure_objects(image: &mut Image) -> Result<(), ImageError> {
         tx.create_object(&[object], Some(CYCLE_PROTO), Map::new())?;
         Ok::<_, ImageError>(())
     })?;
+    Ok(())
+}
+
+fn create_persona(
+    tx: &mut crate::image::Tx,
+    proto: Oid,
+    (name, role, system, max_tokens, prefill, stop): &PersonaSeed,
+) -> Result<(), ImageError> {
+    let Value::Object(slots) = json!({
+        "role": role,
+        "system": system,
+        "max_tokens": max_tokens,
+        "prefill": prefill,
+        "stop": stop,
+    }) else {
+        return Ok(());
+    };
+    tx.create_object(&[proto], Some(name), slots)?;
     Ok(())
 }
 
@@ -603,6 +649,36 @@ impl Cycle<'_> {
             mission,
             deadline,
         )?;
+        // With none given, examples written from the intent (a setting), checked the same way.
+        let mut examples = mission.examples.clone();
+        if examples.is_empty() && config.examples_from_intent {
+            let text = self.ask(
+                cycle,
+                &config.examples_writer,
+                &brief::examples_prompt(&brief, &mission.selector),
+                mission,
+                deadline,
+            )?;
+            let written: Vec<examples::Example> = text
+                .lines()
+                .filter_map(|line| {
+                    let line = line
+                        .trim()
+                        .trim_start_matches(['-', '*', ' '])
+                        .trim_matches('`');
+                    examples::parse_cli(line).ok()
+                })
+                .take(3)
+                .collect();
+            // Examples that contradict each other judge nothing: none are kept.
+            let kept = if examples::contradiction(&written).is_some() {
+                Vec::new()
+            } else {
+                written
+            };
+            self.event(cycle, "examples-written", json!({"examples": kept}))?;
+            examples = kept;
+        }
         let recalled = memory::recall(self.image, mission, config.memory as usize)?;
         if !recalled.is_empty() {
             let found: Vec<Value> = recalled
@@ -690,14 +766,14 @@ impl Cycle<'_> {
             }
             self.enter(cycle, State::Validating, json!({"attempt": attempt}))?;
             self.check(deadline)?;
-            if !mission.examples.is_empty() {
+            if !examples.is_empty() {
                 let started = Instant::now();
                 let failures = match self.methods.trial(
                     self.image,
                     mission.receiver,
                     &mission.selector,
                     &built,
-                    &mission.examples,
+                    &examples,
                     &mission.actor,
                 ) {
                     Ok(failures) => failures,
@@ -713,13 +789,13 @@ impl Cycle<'_> {
                 self.event(
                     cycle,
                     "examples",
-                    json!({"attempt": attempt, "passed": mission.examples.len() - failures.len(), "failed": failures, "millis": millis}),
+                    json!({"attempt": attempt, "passed": examples.len() - failures.len(), "failed": failures, "millis": millis}),
                 )?;
                 if !failures.is_empty() {
                     let reason = format!(
                         "the method compiled but failed {} of {} examples:\n{}",
                         failures.len(),
-                        mission.examples.len(),
+                        examples.len(),
                         failures.join("\n")
                     );
                     let (reason, next) = self.setback_because(
@@ -768,7 +844,7 @@ impl Cycle<'_> {
                 // Every example passed (an example may ask for an Err): the method's own Err
                 // is its answer, and the method is installed without the call's changes.
                 Err(MethodError::Sandbox(SandboxError::MethodError { message }))
-                    if !mission.examples.is_empty() =>
+                    if !examples.is_empty() =>
                 {
                     let installed = self.methods.install_built(
                         self.image,

@@ -159,6 +159,13 @@ pub fn plan_prompt(brief: &str) -> String {
     format!("{brief}\nIn at most three short sentences: what must `run` read, write and return?")
 }
 
+/// The examples writer's prompt: the brief, and the form examples take.
+pub fn examples_prompt(brief: &str, selector: &str) -> String {
+    format!(
+        "{brief}\nWrite two or three examples of what `{selector}` must do, one per line, as `ARGS => ANSWER, SLOT: VALUE`: ARGS is the JSON array of arguments, ANSWER the JSON it answers (or `error`), and each `SLOT: VALUE` a slot of the object after the call (each example starts from the slots above). For example: `[3] => 8, count: 8`."
+    )
+}
+
 /// The writer's prompt: the contract, the brief, the plan, and on a repair the failed source,
 /// its diagnostics and the reviewer's advice.
 pub fn write_prompt(

@@ -23,6 +23,7 @@ fn script(dir: &Path) -> std::path::PathBuf {
     let lines = [
         json!({"when": "You are BRICK", "completion": "Read count, double it, store it, answer it."}),
         json!({"when": "You are ALFRED", "completion": "Store the doubled count and answer it."}),
+        json!({"when": "You are LUCIUS", "completion": "- `[] => 42, count: 42`\nnot an example\n[] => 42"}),
         json!({"when": "method `check`", "completion": fenced(CHECK)}),
         json!({"when": "The last attempt failed", "completion": fenced(GOOD_DOUBLE)}),
         json!({"when": "You are ROBIN", "completion": fenced(WRONG_DOUBLE)}),
@@ -308,7 +309,10 @@ fn a_later_cycle_is_shown_the_installed_methods_most_like_its_mission() {
         .iter()
         .find(|e| e["kind"] == "memory")
         .expect("a memory event");
-    assert_eq!(memory["data"]["recalled"][0]["method"], "counter.double", "{memory}");
+    assert_eq!(
+        memory["data"]["recalled"][0]["method"], "counter.double",
+        "{memory}"
+    );
     let prompt = events
         .iter()
         .filter(|e| e["kind"] == "prompt")
@@ -316,4 +320,43 @@ fn a_later_cycle_is_shown_the_installed_methods_most_like_its_mission() {
         .find(|p| p.contains("Methods already in this image"))
         .expect("the writer was shown them");
     assert!(prompt.contains("// counter.double"), "{prompt}");
+}
+
+#[test]
+fn with_the_setting_on_examples_are_written_from_the_intent_and_checked() {
+    let host = host();
+    let dealer = host.dealer();
+    for (slot, value) in [("examples_from_intent", json!(true))] {
+        let r = ask(
+            &dealer,
+            json!({"op": "set", "to": "cognition", "slot": slot, "value": value}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "counter", "slot": "count", "value": 21}),
+    );
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "double", "intent": "double count, store and answer it"}),
+    );
+    assert_eq!(reply["result"], 42, "{reply}");
+    let list = cycles(&host);
+    assert_eq!(
+        list[0]["attempts"], 2,
+        "the wrong first candidate failed a written example"
+    );
+    let transcript = ask(&dealer, json!({"op": "cycle", "cycle": list[0]["id"]}));
+    let events = transcript["result"]["events"].as_array().expect("events");
+    let written = events
+        .iter()
+        .find(|e| e["kind"] == "examples-written")
+        .expect("written examples");
+    // Two lines parsed (the bullet and backticks are taken off), the prose line skipped.
+    assert_eq!(
+        written["data"]["examples"],
+        json!([{"args": [], "answer": 42, "slots": {"count": 42}}, {"args": [], "answer": 42}]),
+        "{written}"
+    );
 }
