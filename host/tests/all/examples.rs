@@ -326,13 +326,11 @@ fn a_later_cycle_is_shown_the_installed_methods_most_like_its_mission() {
 fn with_the_setting_on_examples_are_written_from_the_intent_and_checked() {
     let host = host();
     let dealer = host.dealer();
-    for (slot, value) in [("examples_from_intent", json!(true))] {
-        let r = ask(
-            &dealer,
-            json!({"op": "set", "to": "cognition", "slot": slot, "value": value}),
-        );
-        assert_eq!(r["ok"], true, "{r}");
-    }
+    let r = ask(
+        &dealer,
+        json!({"op": "set", "to": "cognition", "slot": "examples_from_intent", "value": true}),
+    );
+    assert_eq!(r["ok"], true, "{r}");
     ask(
         &dealer,
         json!({"op": "set", "to": "counter", "slot": "count", "value": 21}),
