@@ -1,18 +1,24 @@
 #!/usr/bin/env python3
-"""The contract pass rate: how often the embedded model writes a Rust method that compiles,
-passes the guardian (the source and component gates, the covenant among them) and gives the right
-answers, on a fixed suite of missions (scripts/bench/missions.json), first try and after repairs.
+"""The cycles' pass rate: how often the embedded model writes a Rust method that compiles,
+passes the guardian (the source and component gates, the covenant among them) and is correct, on a
+fixed suite of 44 missions (scripts/bench/missions.json: numbers, strings, lists, several slots,
+errors, sends to other objects, creating objects), first try and after repairs, per setting.
 
-    cargo build --release --bin batos
-    python3 scripts/bench/cycles.py [--batos target/release/batos] [--attempts 4] [--limit N] [--json]
+    cargo build --bin batos
+    python3 scripts/bench/cycles.py [--setting plain given intent] [--attempts 4] [--limit N] [--json]
+
+Settings: `plain` sends each mission's message with its intent only; `given` also gives the
+message's own expected answer (and slots after it) as an example, which the cycle checks on a
+scratch clone before installing; `intent` turns on the cognition setting `examples_from_intent`
+(the examples persona writes them). Each setting runs on a new image (`batos init`, the default
+mind unless BATOS_MODEL names another) served by a real host.
 
 For each mission a fresh object is created with the mission's slots, and the missing selector is
-sent to it with the mission's arguments and intent, through a real host (`batos serve --mind
-image` on a new image, so the default model as shipped, Q4_1, on the native backend). The cycle's
-transcript says, per attempt, how far the method got: rustc (the source compiled), the guardian
-(every gate passed), the trial (its first call succeeded, and it was installed). A mission is
-correct when the installed method answered the first message and every example (slots reset,
-then a send) exactly as expected (numbers compared as numbers).
+sent to it. The cycle's transcript says, per attempt, how far the method got: rustc (the source
+compiled), the guardian (every gate passed), installed (examples passed and its first call was
+answered). A mission is correct when the first answer (or error), the slots after it, and every
+held-out check (slots reset, then a send: not given to the cycle) are as expected (numbers compared
+as numbers).
 """
 import argparse
 import json
@@ -64,37 +70,37 @@ class Client:
 
 
 def attempt_stats(events):
-    """Per attempt: how far it got (extract, rustc, guardian, trial)."""
+    """Per attempt: how far it got (extracted, rustc, guardian, trial: examples passed and
+    installed). Events without an attempt belong to the latest one."""
     attempts = {}
+    current = None
     for e in events:
         d = e["data"]
-        n = d.get("attempt")
-        if n is None:
+        current = d.get("attempt", current)
+        if current is None:
             continue
-        a = attempts.setdefault(n, {"extracted": True, "rustc": False, "guardian": False, "trial": False})
+        a = attempts.setdefault(current, {"extracted": True, "rustc": False, "guardian": False, "trial": False})
         if e["kind"] == "diagnostic":
             if d.get("stage") == "extract":
                 a["extracted"] = False
             elif d.get("stage") == "compile" and d.get("gate") == "component":
                 a["rustc"] = True
-            elif d.get("stage") == "trial":
+            elif d.get("stage") in ("trial", "examples"):
                 a["rustc"] = a["guardian"] = True
         elif e["kind"] == "compiled":
             a["rustc"] = a["guardian"] = True
+        elif e["kind"] == "transition" and d.get("to") == "validating":
+            a["rustc"] = a["guardian"] = True
         elif e["kind"] == "transition" and d.get("to") == "installing":
             a["rustc"] = a["guardian"] = a["trial"] = True
-    # An attempt that reached validating passed every gate.
-    for e in events:
-        if e["kind"] == "transition" and e["data"].get("to") == "validating":
-            a = attempts.get(e["data"].get("attempt"))
-            if a:
-                a["rustc"] = a["guardian"] = True
     return attempts
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batos", default="target/release/batos")
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(os.path.dirname(os.path.dirname(HERE)), "target"))
+    ap.add_argument("--batos", default=os.path.join(target, "debug", "batos"))
+    ap.add_argument("--setting", nargs="+", default=["plain", "given"], choices=["plain", "given", "intent"])
     ap.add_argument("--missions", default=os.path.join(HERE, "missions.json"))
     ap.add_argument("--attempts", type=int, default=4)
     ap.add_argument("--limit", type=int, default=None)
@@ -102,7 +108,41 @@ def main():
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     missions = json.load(open(args.missions))[: args.limit]
+    reports = [run_setting(args, missions, setting) for setting in args.setting]
+    if args.json:
+        print(json.dumps(reports))
+        return
+    mind = next((r["mind"] for r in reports if r["mind"]), "?")
+    print(f"mind: {mind}; {len(missions)} missions; up to {args.attempts} attempts each")
+    print("| setting | | compiled (rustc) | passed the guardian | installed | correct | median cycle | p90 cycle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for report in reports:
+        s = report["seconds_per_cycle"]
+        for key, label in [("first_try", "first try"), ("after_repairs", "after repairs")]:
+            r = report[key]
+            print(f"| {report['setting']} | {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% "
+                  f"| {r['correct']:.0f}% | {s['median']:.1f} s | {s['p90']:.1f} s |")
 
+
+def given_example(m):
+    """The mission's own message as an example: its expected answer (or error) and slots."""
+    example = {"args": m["args"]}
+    if m.get("expect_error"):
+        example["error"] = True
+    else:
+        example["answer"] = m["expect"]
+    if m.get("expect_slots"):
+        example["slots"] = m["expect_slots"]
+    return example
+
+
+def as_expected(reply, expect_error, expect):
+    if expect_error:
+        return not reply["ok"] and reply["error"]["code"] == "method-error"
+    return reply["ok"] and same(reply["result"], expect)
+
+
+def run_setting(args, missions, setting):
     with tempfile.TemporaryDirectory() as tmp:
         image = os.path.join(tmp, "image.db")
         endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -119,6 +159,7 @@ def main():
             threading.Thread(target=lambda: log.extend(host.stderr), daemon=True).start()
             client = Client(endpoint)
             client.ask(op="set", to="cognition", slot="attempts", value=args.attempts)
+            client.ask(op="set", to="cognition", slot="examples_from_intent", value=setting == "intent")
             mind = None
             results = []
             for m in missions:
@@ -126,7 +167,8 @@ def main():
                 created = client.ask(op="create", name=name, slots=m["slots"])
                 assert created["ok"], created
                 started = time.perf_counter()
-                reply = client.ask(op="send", to=name, selector=m["selector"], args=m["args"], intent=m["intent"])
+                extra = {"examples": [given_example(m)]} if setting == "given" else {}
+                reply = client.ask(op="send", to=name, selector=m["selector"], args=m["args"], intent=m["intent"], **extra)
                 seconds = time.perf_counter() - started
                 cycle = client.ask(op="cycles", limit=1)["result"][-1]
                 transcript = client.ask(op="cycle", cycle=cycle["id"])
@@ -135,13 +177,17 @@ def main():
                 mind = mind or cycle.get("mind")
                 per_attempt = attempt_stats(transcript["events"])
                 first = per_attempt.get(1, {})
-                correct = reply["ok"] and same(reply["result"], m["expect"])
+                installed = cycle["state"] == "complete"
+                correct = installed and as_expected(reply, m.get("expect_error"), m.get("expect"))
+                for slot, value in (m.get("expect_slots") or {}).items():
+                    got = client.ask(op="get", to=name, slot=slot)
+                    correct = correct and got["ok"] and same(got["result"], value)
                 if correct:
                     for ex in m["examples"]:
                         for slot, value in ex["slots"].items():
                             client.ask(op="set", to=name, slot=slot, value=value)
                         r = client.ask(op="send", to=name, selector=m["selector"], args=ex["args"])
-                        correct = correct and r["ok"] and same(r["result"], ex["expect"])
+                        correct = correct and as_expected(r, ex.get("expect_error"), ex.get("expect"))
                 results.append({
                     "selector": m["selector"], "state": cycle["state"], "attempts": cycle["attempts"],
                     "seconds": seconds,
@@ -150,7 +196,7 @@ def main():
                     "correct": correct, "correct_first": correct and cycle["attempts"] == 1,
                     "reply": reply.get("result", reply.get("error")),
                 })
-                print(f"{m['selector']:>14}: {cycle['state']:<8} attempts {cycle['attempts']} "
+                print(f"{setting:>6} {m['selector']:>14}: {cycle['state']:<8} attempts {cycle['attempts']} "
                       f"{seconds:6.1f} s  correct={correct}", file=sys.stderr)
         finally:
             host.terminate()
@@ -158,8 +204,9 @@ def main():
 
     n = len(results)
     share = lambda f: sum(1 for r in results if f(r)) / n * 100
-    report = {
-        "mind": mind, "missions": n, "attempts": args.attempts,
+    seconds = sorted(r["seconds"] for r in results)
+    return {
+        "setting": setting, "mind": mind, "missions": n, "attempts": args.attempts,
         "first_try": {"compiled": share(lambda r: r["first"]["rustc"]),
                       "guardian": share(lambda r: r["first"]["guardian"]),
                       "installed": share(lambda r: r["first"]["trial"]),
@@ -168,21 +215,11 @@ def main():
                           "guardian": share(lambda r: r["any"]["guardian"]),
                           "installed": share(lambda r: r["any"]["trial"]),
                           "correct": share(lambda r: r["correct"])},
-        "seconds_per_cycle": {"median": statistics.median(r["seconds"] for r in results),
-                              "max": max(r["seconds"] for r in results)},
+        "seconds_per_cycle": {"median": statistics.median(seconds),
+                              "p90": seconds[min(len(seconds) - 1, int(0.9 * len(seconds)))],
+                              "max": seconds[-1]},
         "results": results,
     }
-    if args.json:
-        print(json.dumps(report))
-        return
-    print(f"mind: {mind}; {n} missions; up to {args.attempts} attempts each")
-    print("| | compiled (rustc) | passed the guardian | installed (first call ok) | correct on the examples |")
-    print("| --- | --- | --- | --- | --- |")
-    for key, label in [("first_try", "first try"), ("after_repairs", "after repairs")]:
-        r = report[key]
-        print(f"| {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% | {r['correct']:.0f}% |")
-    s = report["seconds_per_cycle"]
-    print(f"time per cycle: median {s['median']:.1f} s, max {s['max']:.1f} s")
 
 
 if __name__ == "__main__":
