@@ -18,7 +18,7 @@ A method is one Rust function, always named `run`: `pub fn run(me: Obj, args: Ve
 - Read slots with me.int("count") -> i64, me.float("x") -> f64, me.text("name") -> String, me.list("items") -> Vec<Value> (owned values: 0, 0.0, "" or an empty list when absent), or me.get("slot") -> Option<Value>.
 - Read arguments with arg_int(&args, 0)?, arg_float(&args, 0)?, arg_text(&args, 0)?, arg_list(&args, 0)? (an Err when missing or of another type); args[i].clone() for any JSON.
 - Write with me.set("slot", json!(v))?; after the last write call me.notify_changed(); before answering Ok.
-- A Value has no arithmetic: read numbers with the helpers first. Answer Ok(json!(value)); Err(message) undoes every change. No unsafe, no other crates.
+- A Value has no arithmetic and no Int variant: read numbers with the helpers or v.as_i64() first. Answer Ok(json!(value)); Err(message) undoes every change. No unsafe, no other crates.
 Examples:
 ```rust
 // counter.increment: add one to the count slot, store it, answer it
@@ -37,6 +37,14 @@ pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
     me.set("items", json!(items))?;
     me.notify_changed();
     Ok(json!(items.len()))
+}
+```
+```rust
+// stats.total: answer the sum of the integers in the first argument, a list
+pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {
+    let numbers = arg_list(&args, 0)?;
+    let total: i64 = numbers.iter().filter_map(|v| v.as_i64()).sum();
+    Ok(json!(total))
 }
 ```
 ```rust
@@ -231,13 +239,17 @@ pub fn extract_source(completion: &str) -> Option<(String, Vec<String>)> {
     };
     let mut made = Vec::new();
     let body = body.trim();
-    let body = if body.contains("fn run") {
+    let mut body = if body.contains("fn run") {
         body.to_owned()
     } else {
         let (fixed, note) = fixes::rename_entry(body)?;
         made.push(note);
         fixed
     };
+    if let Some((fixed, note)) = fixes::owned_errors(&body) {
+        made.push(note);
+        body = fixed;
+    }
     // A completion stopped at the function's last line (or cut off) lacks closing braces.
     let open = body.matches('{').count();
     let closed = body.matches('}').count();

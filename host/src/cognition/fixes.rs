@@ -5,6 +5,8 @@
 //!   -> ...`, the model naming it after the selector) becomes `run`.
 //! - A covenant refusal that names a write gets `OBJ.notify_changed();` inserted after that
 //!   write's statement: the installed source then states the call itself.
+//! - `Err("text")` (a `&str` where `run` answers `Result<Value, String>`) becomes
+//!   `Err("text".to_string())`.
 
 /// `run`'s parameters, spaces removed.
 const RUN_PARAMETERS: &str = "(me:Obj,args:Vec<Value>)";
@@ -45,6 +47,41 @@ pub fn rename_entry(source: &str) -> Option<(String, String)> {
         fixed,
         format!("renamed `fn {name}` (it has `run`'s parameters) to `fn run`"),
     ))
+}
+
+/// `Err("literal")` with a string literal becomes `Err("literal".to_string())` (what rustc's
+/// E0308 suggests, and always right in `run`).
+pub fn owned_errors(source: &str) -> Option<(String, String)> {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    let mut fixed = 0;
+    while let Some(at) = rest.find("Err(\"") {
+        let literal = at + 5;
+        // The literal's end: the next quote not escaped.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in rest[literal..].char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(literal + i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        let Some(end) = end else {
+            break;
+        };
+        out.push_str(&rest[..=end]);
+        if rest[end + 1..].starts_with(')') {
+            out.push_str(".to_string()");
+            fixed += 1;
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    (fixed > 0).then(|| (out, format!("made {fixed} `Err(\"...\")` an owned String")))
 }
 
 /// Inserts `OBJ.notify_changed();` after each write a covenant refusal names (`... a write to
@@ -111,6 +148,18 @@ mod tests {
         assert_eq!(rename_entry("fn helper(x: i64) -> i64 { x }"), None);
         let two = "fn a(me: Obj, args: Vec<Value>) {}\nfn b(me: Obj, args: Vec<Value>) {}";
         assert_eq!(rename_entry(two), None);
+    }
+
+    #[test]
+    fn literal_errors_become_owned_strings() {
+        let src = "if x { return Err(\"no \\\"x\\\"\"); }\nlet y = v.ok_or(\"none\")?;\nErr(\"é\".to_string())\nErr(\"b\")";
+        let (fixed, note) = owned_errors(src).expect("fixed");
+        assert_eq!(
+            fixed,
+            "if x { return Err(\"no \\\"x\\\"\".to_string()); }\nlet y = v.ok_or(\"none\")?;\nErr(\"é\".to_string())\nErr(\"b\".to_string())"
+        );
+        assert!(note.contains('2'));
+        assert_eq!(owned_errors("Ok(json!(1))"), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! | `args[0].as_i64().unwrap()`, `args.get(0).and_then(\|v\| v.as_i64()).ok_or(..)?` | `arg_int(&args, 0)?` |
 //! | `args[0].as_str()...` / `as_f64` / `as_array` | `arg_text` / `arg_float` / `arg_list` `(&args, 0)?` |
 //! | `Ok(args[0])` | `Ok(args[0].clone())` |
+//! | `xs.iter().sum::<i64>()` over `Value`s | `xs.iter().filter_map(\|v\| v.as_i64()).sum::<i64>()` |
+//! | `Value::Int(n)` / `Value::Float(x)` (no such variants) | `Value::Number(n)` with `n.as_i64()` |
 
 /// Hints at most per failure.
 const MAX_HINTS: usize = 6;
@@ -67,6 +69,31 @@ fn correct(line: &str) -> String {
 }
 
 fn replace_one(line: &str) -> Option<String> {
+    for (wrong, right) in [
+        (
+            ".iter().sum::<i64>()",
+            ".iter().filter_map(|v| v.as_i64()).sum::<i64>()",
+        ),
+        (
+            ".iter().sum::<f64>()",
+            ".iter().filter_map(|v| v.as_f64()).sum::<f64>()",
+        ),
+        (".iter().max()", ".iter().filter_map(|v| v.as_i64()).max()"),
+        (".iter().min()", ".iter().filter_map(|v| v.as_i64()).min()"),
+        ("Value::Int(", "Value::Number("),
+        ("Value::Float(", "Value::Number("),
+    ] {
+        if let Some(at) = line.find(wrong)
+            && !line[..at].ends_with("filter_map(|v| v.as_i64())")
+            && !line[..at].ends_with("filter_map(|v| v.as_f64())")
+        {
+            return Some(format!(
+                "{}{right}{}",
+                &line[..at],
+                &line[at + wrong.len()..]
+            ));
+        }
+    }
     if let Some(fixed) = slot_read(line) {
         return Some(fixed);
     }
@@ -263,6 +290,18 @@ mod tests {
                 "let xs = arg_list(&args, 0)?;",
             ),
             ("Ok(args[0])", "Ok(args[0].clone())"),
+            (
+                "let sum = numbers.iter().sum::<i64>();",
+                "let sum = numbers.iter().filter_map(|v| v.as_i64()).sum::<i64>();",
+            ),
+            (
+                "let m = xs.iter().max();",
+                "let m = xs.iter().filter_map(|v| v.as_i64()).max();",
+            ),
+            (
+                "Value::Int(n) => sum += n,",
+                "Value::Number(n) => sum += n,",
+            ),
             (
                 "let a = args[0].as_i64().unwrap() + args[1].as_i64().unwrap();",
                 "let a = arg_int(&args, 0)? + arg_int(&args, 1)?;",
