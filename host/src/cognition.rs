@@ -777,6 +777,12 @@ impl Cycle<'_> {
                     &mission.actor,
                 ) {
                     Ok(failures) => failures,
+                    // The host's fault, not the writer's: no model turn is spent on it.
+                    Err(
+                        e @ (MethodError::Image(_) | MethodError::Sandbox(SandboxError::Image(_))),
+                    ) => {
+                        return Err(Abort::Error(CognitionError::Method(e)));
+                    }
                     Err(e) => {
                         let (reason, next) =
                             self.setback(&failed, source, &e, json!({"stage": "examples"}))?;
@@ -844,7 +850,13 @@ impl Cycle<'_> {
                 // Every example passed (an example may ask for an Err): the method's own Err
                 // is its answer, and the method is installed without the call's changes.
                 Err(MethodError::Sandbox(SandboxError::MethodError { message }))
-                    if !examples.is_empty() =>
+                    if examples.iter().any(|e| {
+                        e.expect == examples::Expect::Error
+                            && examples::same(
+                                &Value::Array(e.args.clone()),
+                                &Value::Array(mission.args.clone()),
+                            )
+                    }) =>
                 {
                     let installed = self.methods.install_built(
                         self.image,

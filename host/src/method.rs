@@ -314,11 +314,18 @@ impl Methods {
         let (((method, version), report), tx) = image.transact(actor, note, |tx| {
             let (method, version) =
                 tx.install_method(target, selector, &built.record(&contract, origin))?;
-            // Method ids are never reused, so a rolled-back install leaves nothing wrong here.
+            // A rolled-back install frees its id again (SQLite's AUTOINCREMENT counter rolls back
+            // with it), so a failed call forgets what it remembered under that id.
             sandbox.remember(method, &built.component)?;
             let call = Call::new(method, target, args, sandbox.limits());
-            let report = sandbox.invoke(tx, call).map_err(MethodError::from)?;
-            Ok::<_, MethodError>(((method, version), report))
+            match sandbox.invoke(tx, call) {
+                Ok(report) => Ok::<_, MethodError>(((method, version), report)),
+                Err(e) => {
+                    // The rollback frees the id again: the next install may take it.
+                    sandbox.forget(method);
+                    Err(e.into())
+                }
+            }
         })?;
         Ok((
             Installed {
@@ -353,6 +360,9 @@ impl Methods {
             let own = tx.own_slots(target)?;
             let mut failures = Vec::new();
             for (i, example) in examples.iter().enumerate() {
+                // Each example on its own scratch clone, and nothing it did (to the clone or to
+                // any other object) seen by the next.
+                let savepoint = tx.savepoint()?;
                 let values = own
                     .iter()
                     .filter_map(|(name, slot)| match slot {
@@ -375,6 +385,9 @@ impl Methods {
                 sandbox.remember(method, &built.component)?;
                 let call = Call::new(method, scratch, example.args.clone(), sandbox.limits());
                 let outcome = sandbox.invoke(tx, call);
+                if let Err(SandboxError::Image(e)) = outcome {
+                    return Err(TrialEnd::Error(MethodError::Image(e)));
+                }
                 let mut wrong = Vec::new();
                 match (&example.expect, &outcome) {
                     (Expect::Answer(want), Ok(report)) if !examples::same(want, &report.value) => {
@@ -409,6 +422,7 @@ impl Methods {
                         }
                     }
                 }
+                tx.rollback_to(savepoint)?;
                 if !wrong.is_empty() {
                     failures.push(format!(
                         "example {} (args {}): {}",

@@ -281,8 +281,20 @@ pub fn matmul_at(
             block: format.block_values(),
         });
     }
-    check("weights (bytes)", rows * format.row_bytes(cols), w.len())?;
-    check("outputs", rows * xs.len(), out.len())?;
+    let overflow = KernelError::Length {
+        what: "rows × row size",
+        expected: usize::MAX,
+        got: rows,
+    };
+    let weights = rows
+        .checked_mul(format.row_bytes(cols))
+        .ok_or_else(|| overflow.clone())?;
+    check("weights (bytes)", weights, w.len())?;
+    check(
+        "outputs",
+        rows.checked_mul(xs.len()).ok_or(overflow)?,
+        out.len(),
+    )?;
     for x in xs {
         check("vector", cols, x.qs.len())?;
         check("vector scales", cols / SUB_BLOCK, x.d.len())?;

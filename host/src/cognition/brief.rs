@@ -136,7 +136,7 @@ pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
 
 /// One example as the brief states it: `run(me, [3]) answers 8; then count = 5`.
 pub fn describe_example(example: &Example) -> String {
-    let mut text = format!("run(me, {})", Value::Array(example.args.clone()));
+    let mut text = format!("run(me, {})", preview(&Value::Array(example.args.clone())));
     match &example.expect {
         Expect::Answer(v) => text.push_str(&format!(" answers Ok({v})")),
         Expect::Error => text.push_str(" answers an Err"),

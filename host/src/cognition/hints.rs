@@ -118,9 +118,12 @@ fn slot_read(line: &str) -> Option<String> {
     while let Some(found) = line[search..].find(".get(\"") {
         let at = search + found;
         search = at + 6;
+        // After the last character that is not part of an identifier (whatever its width).
         let object_start = line[..at]
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_'))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let object = &line[object_start..at];
         if object.is_empty() || object == "args" {
             continue;
@@ -133,6 +136,9 @@ fn slot_read(line: &str) -> Option<String> {
         }
         let base_end = name_end + 2;
         let (chain_end, chain) = chain(line, base_end);
+        if changes_meaning(chain) {
+            continue;
+        }
         let helper = helper_for(chain).or_else(|| {
             // `me.get("count") * 2`: arithmetic on a Value.
             let rest = line[base_end..].trim_start();
@@ -170,6 +176,10 @@ fn argument_read(line: &str) -> Option<String> {
                 continue;
             }
             let (chain_end, chain) = chain(line, index_end + 1);
+            // An optional argument with a default is not what `arg_*` reads.
+            if changes_meaning(chain) || chain.contains("unwrap_or") {
+                continue;
+            }
             let Some(helper) = helper_for(chain) else {
                 continue;
             };
@@ -229,6 +239,20 @@ fn chain(line: &str, from: usize) -> (usize, &str) {
         }
     }
     (at, &line[from..at])
+}
+
+/// Whether replacing `chain` by a helper would change what the line computes: a `map` does more
+/// than read, and a default other than the helper's (0, 0.0, "", empty) is a choice.
+fn changes_meaning(chain: &str) -> bool {
+    if chain.contains(".map(") || chain.contains("as_u64") {
+        return true;
+    }
+    chain.split(".unwrap_or(").skip(1).any(|rest| {
+        let default = rest.split(')').next().unwrap_or("").trim();
+        !matches!(default, "0" | "0.0" | "0.0f64" | "\"\"" | "vec![]" | "Vec::new()" | "&vec![]" | "&[]" | "String::new()" | "false")
+            // `unwrap_or(vec![])` ends at its own `]`: the split above keeps `vec![]` whole.
+            && !default.starts_with("vec![]")
+    })
 }
 
 /// The helper a chain's type asks for: `list`, `text`, `int`, `float`.
@@ -309,8 +333,11 @@ mod tests {
         ] {
             assert_eq!(correct(wrote), hint, "{wrote}");
         }
-        // Right already, or nothing known: no hint.
+        // Right already, nothing known, or a change of meaning: no hint.
         for fine in [
+            "let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(5);",
+            "let k = me.get(\"xs\").map(|v| v.as_array().unwrap().len());",
+            "let a = args.get(0).and_then(|v| v.as_i64()).unwrap_or(1);",
             "let n = me.int(\"count\");",
             "me.set(\"count\", json!(n))?;",
             "let v = me.get(\"x\");",
@@ -318,6 +345,12 @@ mod tests {
         ] {
             assert_eq!(correct(fine), fine);
         }
+        // Identifiers after wide characters: no panic, the right replacement.
+        assert_eq!(
+            correct("// “me.get(\"n\").and_then(|v| v.as_f64())” → é"),
+            "// “me.float(\"n\")” → é"
+        );
+        assert_eq!(correct("•x.get(\"n\") * 2"), "•x.int(\"n\") * 2");
         let hints = corrected_lines(
             "fn run() {\n    let n = me.get(\"c\").and_then(|v| v.as_i64()).unwrap_or(0);\n}",
         );

@@ -157,6 +157,8 @@ impl Network {
             llama, prefixes, ..
         } = self
             && prompt.len() >= prefix::MIN_TOKENS
+            // A state past the budget would be copied only to be dropped.
+            && prompt.len().saturating_mul(llama.kv_bytes_per_position()) <= prefix::BUDGET_BYTES
         {
             prefixes.insert(prompt.to_vec(), llama.save(prompt.len()));
         }

@@ -221,7 +221,10 @@ impl<R: Read + Seek> Loader<'_, R> {
                 "{name}'s rows of {cols} values are not whole {format:?} blocks"
             )));
         }
-        let bytes = self.bytes(name, rows * format.row_bytes(cols))?;
+        let len = rows
+            .checked_mul(format.row_bytes(cols))
+            .ok_or_else(|| MindError::BadModel(format!("{name}'s size overflows")))?;
+        let bytes = self.bytes(name, len)?;
         Ok(Arc::new(Matrix {
             format,
             rows,
@@ -522,6 +525,11 @@ impl Llama {
     /// Positions the KV cache holds.
     pub fn cached(&self) -> usize {
         self.cached
+    }
+
+    /// Bytes of KV cache one position takes (keys and values of every layer).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.shape.layers * 2 * self.shape.kv_heads * self.shape.head_dim * 4
     }
 
     /// A copy of the KV state of the first `positions` cached positions.

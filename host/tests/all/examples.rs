@@ -12,6 +12,8 @@ use crate::support::{Host, Scratch, ask};
 /// method the issue saw installed.
 const WRONG_DOUBLE: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0);\n    Ok(json!(n))\n}";
 const GOOD_DOUBLE: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0) * 2;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!(n))\n}";
+/// Writes to another object (the lobby): each example must start from the same lobby.
+const BUMP: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let lobby = Obj::named(\"lobby\").ok_or(\"no lobby\")?;\n    let n = lobby.int(\"bumps\") + 1;\n    lobby.set(\"bumps\", json!(n))?;\n    lobby.notify_changed();\n    Ok(json!(n))\n}";
 /// Refuses a negative count: its right answer to some inputs is an Err.
 const CHECK: &str = "pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let n = me.get(\"count\").and_then(|v| v.as_i64()).unwrap_or(0);\n    if n < 0 {\n        return Err(\"negative\".to_string());\n    }\n    Ok(json!(n))\n}";
 
@@ -25,6 +27,7 @@ fn script(dir: &Path) -> std::path::PathBuf {
         json!({"when": "You are ALFRED", "completion": "Store the doubled count and answer it."}),
         json!({"when": "You are LUCIUS", "completion": "- `[] => 42, count: 42`\nnot an example\n[] => 42"}),
         json!({"when": "method `check`", "completion": fenced(CHECK)}),
+        json!({"when": "method `bump`", "completion": fenced(BUMP)}),
         json!({"when": "The last attempt failed", "completion": fenced(GOOD_DOUBLE)}),
         json!({"when": "You are ROBIN", "completion": fenced(WRONG_DOUBLE)}),
     ];
@@ -357,4 +360,47 @@ fn with_the_setting_on_examples_are_written_from_the_intent_and_checked() {
         json!([{"args": [], "answer": 42, "slots": {"count": 42}}, {"args": [], "answer": 42}]),
         "{written}"
     );
+}
+
+#[test]
+fn an_err_is_installed_only_when_an_example_asks_it_of_the_same_arguments() {
+    let host = host();
+    let dealer = host.dealer();
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "cognition", "slot": "attempts", "value": 2}),
+    );
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "counter", "slot": "count", "value": -1}),
+    );
+    // The example asks an Err of other arguments; the message's own call errs: not installed.
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "check", "examples": [{"args": [1], "error": true}]}),
+    );
+    assert_eq!(reply["error"]["code"], "does-not-understand", "{reply}");
+    assert_eq!(cycles(&host)[0]["state"], "failed");
+    let method = ask(
+        &dealer,
+        json!({"op": "method", "to": "counter", "selector": "check"}),
+    );
+    assert_eq!(method["ok"], false, "{method}");
+}
+
+#[test]
+fn examples_do_not_see_each_others_writes_to_other_objects() {
+    let host = host();
+    let dealer = host.dealer();
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "bump", "examples": [
+            {"args": [], "answer": 1}, {"args": [1], "answer": 1}, {"args": [2], "answer": 1}
+        ]}),
+    );
+    assert_eq!(reply["result"], 1, "{reply}");
+    assert_eq!(cycles(&host)[0]["attempts"], 1);
+    // The lobby saw the first message's write only.
+    let bumps = ask(&dealer, json!({"op": "get", "to": "lobby", "slot": "bumps"}));
+    assert_eq!(bumps["result"], 1, "{bumps}");
 }

@@ -668,3 +668,58 @@ fn init_without_the_default_model_says_how_to_get_it_and_leaves_no_image() {
     );
     assert!(!scratch.image_path().exists());
 }
+
+/// kill -9 in the middle of importing the 0.5B (469 MiB): no half-imported mind is visible, the
+/// image is intact, and the next import is clean.
+#[test]
+fn an_import_killed_halfway_leaves_no_mind_and_the_next_import_is_clean() {
+    let scratch = Scratch::new();
+    assert!(scratch.batos(&["init", "--mind", "none"]).status.success());
+    let wal = scratch.dir.path().join("image.db-wal");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
+        .arg("--image")
+        .arg(scratch.image_path())
+        .args(["mind", "import", "qwen2.5-coder-0.5b"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("batos");
+    // Kill it once a good part of the file is in the write-ahead log, uncommitted.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let written = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if written > 100 << 20 {
+            break;
+        }
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the import ended before it could be killed"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the import never got going"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reaped");
+    let out = scratch.batos(&["mind", "info"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no mind"), "{}", stderr(&out));
+    crate::support::integrity_ok(&scratch.image_path());
+    let out = scratch.batos(&["mind", "import", "qwen2.5-coder-0.5b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = scratch.batos(&["--json", "mind", "info"]);
+    let info: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    assert_eq!(info["architecture"], "qwen2");
+    assert_eq!(
+        info["sha256"],
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+    );
+    // One blob: the killed import left no chunks behind.
+    let conn = rusqlite::Connection::open(scratch.image_path()).expect("sqlite");
+    let blobs: i64 = conn
+        .query_row("SELECT COUNT(*) FROM blobs", [], |r| r.get(0))
+        .expect("blobs");
+    assert_eq!(blobs, 1);
+}
