@@ -131,6 +131,8 @@ pub struct Config {
     /// checked as given ones are.
     pub examples_from_intent: bool,
     pub examples_writer: String,
+    /// A writer's candidate identical to an earlier attempt's is drawn again, sampled.
+    pub resample: bool,
 }
 
 impl Default for Config {
@@ -145,6 +147,7 @@ impl Default for Config {
             memory: 2,
             examples_from_intent: false,
             examples_writer: "lucius".into(),
+            resample: true,
         }
     }
 }
@@ -164,6 +167,9 @@ impl Config {
         }
         if let Some(v) = slots.get("examples_from_intent").and_then(Value::as_bool) {
             config.examples_from_intent = v;
+        }
+        if let Some(v) = slots.get("resample").and_then(Value::as_bool) {
+            config.resample = v;
         }
         if let Some(v) = slots.get("memory").and_then(Value::as_u64) {
             config.memory = v.min(8) as u32;
@@ -195,12 +201,18 @@ impl Config {
             "memory": self.memory,
             "examples_from_intent": self.examples_from_intent,
             "examples_writer": self.examples_writer,
+            "resample": self.resample,
         }) else {
             return Map::new();
         };
         map
     }
 }
+
+/// How a repeated candidate is drawn again: warm enough to leave the greedy path, with a seed per
+/// attempt so that a cycle is reproducible.
+const RESAMPLE_TEMPERATURE: f64 = 0.7;
+const RESAMPLE_SEED: u64 = 20_261_201;
 
 /// The writer's answers start with the fence and `run`'s signature: the model writes the body.
 const WRITER_PREFILL: &str = "```rust\n// {selector}: {intent}\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n";
@@ -585,6 +597,21 @@ impl Cycle<'_> {
         mission: &Mission,
         deadline: Instant,
     ) -> Result<String, Abort> {
+        self.ask_sampled(cycle, persona_name, prompt, mission, deadline, 0.0, 0)
+    }
+
+    /// [`Cycle::ask`] at a temperature, with a seed (0: greedy).
+    #[allow(clippy::too_many_arguments)]
+    fn ask_sampled(
+        &mut self,
+        cycle: Oid,
+        persona_name: &str,
+        prompt: &str,
+        mission: &Mission,
+        deadline: Instant,
+        temperature: f64,
+        seed: u64,
+    ) -> Result<String, Abort> {
         self.check(deadline)?;
         let mut persona = persona(self.image, persona_name)?;
         // A prefill may name the mission: `{selector}` and `{intent}`.
@@ -598,7 +625,7 @@ impl Cycle<'_> {
         self.event(
             cycle,
             "prompt",
-            json!({"persona": persona.name, "system": persona.system, "prompt": prompt, "prefill": persona.prefill}),
+            json!({"persona": persona.name, "system": persona.system, "prompt": prompt, "prefill": persona.prefill, "temperature": temperature, "seed": seed}),
         )?;
         let ask = Ask {
             system: &persona.system,
@@ -607,6 +634,8 @@ impl Cycle<'_> {
             stop: &persona.stop,
             max_tokens: persona.max_tokens,
             deadline: Some(deadline),
+            temperature,
+            seed,
         };
         match self.mind.complete(&ask) {
             Ok(c) => {
@@ -688,6 +717,7 @@ impl Cycle<'_> {
             self.event(cycle, "memory", json!({"recalled": found}))?;
         }
         let mut repair: Option<(String, String, String)> = None;
+        let mut tried: Vec<String> = Vec::new();
         let mut last_reason = String::from("no attempt was made");
         for attempt in 1..=config.attempts {
             self.enter(cycle, State::Writing, json!({"attempt": attempt}))?;
@@ -701,7 +731,28 @@ impl Cycle<'_> {
                     .as_ref()
                     .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),
             );
-            let completion = self.ask(cycle, &config.writer, &prompt, mission, deadline)?;
+            let mut completion = self.ask(cycle, &config.writer, &prompt, mission, deadline)?;
+            // Greedy decoding repeats itself: a candidate already tried is drawn again, sampled.
+            if config.resample
+                && let Some((again, _)) = brief::extract_source(&completion)
+                && tried.contains(&again)
+            {
+                let seed = RESAMPLE_SEED + u64::from(attempt);
+                self.event(
+                    cycle,
+                    "resample",
+                    json!({"attempt": attempt, "why": "the writer repeated an earlier candidate", "temperature": RESAMPLE_TEMPERATURE, "seed": seed}),
+                )?;
+                completion = self.ask_sampled(
+                    cycle,
+                    &config.writer,
+                    &prompt,
+                    mission,
+                    deadline,
+                    RESAMPLE_TEMPERATURE,
+                    seed,
+                )?;
+            }
             let Some((source, made)) = brief::extract_source(&completion) else {
                 last_reason = "the completion holds no Rust method (no `fn run`)".into();
                 self.event(
@@ -712,6 +763,7 @@ impl Cycle<'_> {
                 repair = Some((completion.clone(), last_reason.clone(), String::new()));
                 continue;
             };
+            tried.push(source.clone());
             for note in &made {
                 self.event(cycle, "fix", json!({"attempt": attempt, "fix": note}))?;
             }

@@ -98,6 +98,9 @@ pub struct Ask<'a> {
     pub stop: &'a [String],
     pub max_tokens: usize,
     pub deadline: Option<std::time::Instant>,
+    /// 0 is greedy; above it, sampled with `seed` (a repeated candidate is drawn again so).
+    pub temperature: f64,
+    pub seed: u64,
 }
 
 /// What cognition asks of a mind: a completion.
@@ -121,6 +124,8 @@ impl Completer for MindHandle {
             prefill: ask.prefill.to_owned(),
             stop: ask.stop.to_vec(),
             max_tokens: ask.max_tokens,
+            temperature: ask.temperature,
+            seed: ask.seed,
             repeat_penalty: COGNITION_REPEAT_PENALTY,
             ..GenerateRequest::default()
         };

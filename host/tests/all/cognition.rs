@@ -170,6 +170,21 @@ fn a_cycle_that_never_succeeds_fails_cleanly_and_installs_nothing() {
     let cycles = ask(&dealer, json!({"op": "cycles"}));
     assert_eq!(cycles["result"][0]["state"], "failed", "{cycles}");
     assert_eq!(cycles["result"][0]["attempts"], 2, "{cycles}");
+    // The writer repeated its first candidate: it was drawn again, sampled with a seed (the
+    // scripted mind ignores both, so it repeats again; a model leaves the greedy path).
+    let transcript = ask(
+        &dealer,
+        json!({"op": "cycle", "cycle": cycles["result"][0]["id"]}),
+    );
+    let events = transcript["result"]["events"].as_array().expect("events");
+    let resampled: Vec<&Value> = events.iter().filter(|e| e["kind"] == "resample").collect();
+    assert_eq!(resampled.len(), 1, "{transcript}");
+    assert_eq!(resampled[0]["data"]["attempt"], 2);
+    let sampled = events
+        .iter()
+        .filter(|e| e["kind"] == "prompt" && e["data"]["temperature"].as_f64() > Some(0.0))
+        .count();
+    assert_eq!(sampled, 1);
     let methods = ask(&dealer, json!({"op": "methods", "to": "counter"}));
     let selectors: Vec<&str> = methods["result"]
         .as_array()

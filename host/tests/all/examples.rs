@@ -401,6 +401,9 @@ fn examples_do_not_see_each_others_writes_to_other_objects() {
     assert_eq!(reply["result"], 1, "{reply}");
     assert_eq!(cycles(&host)[0]["attempts"], 1);
     // The lobby saw the first message's write only.
-    let bumps = ask(&dealer, json!({"op": "get", "to": "lobby", "slot": "bumps"}));
+    let bumps = ask(
+        &dealer,
+        json!({"op": "get", "to": "lobby", "slot": "bumps"}),
+    );
     assert_eq!(bumps["result"], 1, "{bumps}");
 }
