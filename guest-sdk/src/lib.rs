@@ -35,7 +35,7 @@ use bindings::batos::image::{host, persistence};
 /// The usual imports of a method: `Obj`, `Value`, `json!`, `log`, and the typed argument
 /// readers `arg_int`, `arg_float`, `arg_text`, `arg_list`.
 pub mod prelude {
-    pub use crate::{Obj, arg_float, arg_int, arg_list, arg_text, log};
+    pub use crate::{Obj, arg_bool, arg_float, arg_int, arg_list, arg_text, log};
     pub use serde_json::{Value, json};
 }
 
@@ -106,6 +106,11 @@ impl Obj {
         self.get(slot).and_then(|v| v.as_f64()).unwrap_or(0.0)
     }
 
+    /// The slot as a boolean: false when it is absent or not a boolean.
+    pub fn bool(&self, slot: &str) -> bool {
+        self.get(slot).and_then(|v| v.as_bool()).unwrap_or(false)
+    }
+
     /// The slot as text: empty when it is absent; a non-string's JSON text otherwise.
     pub fn text(&self, slot: &str) -> String {
         self.get(slot).as_ref().map(text_of).unwrap_or_default()
@@ -149,6 +154,13 @@ pub fn arg_float(args: &[Value], i: usize) -> Result<f64, String> {
     let v = arg(args, i)?;
     v.as_f64()
         .ok_or_else(|| format!("argument {} must be a number, not {v}", i + 1))
+}
+
+/// Argument `i` as a boolean.
+pub fn arg_bool(args: &[Value], i: usize) -> Result<bool, String> {
+    let v = arg(args, i)?;
+    v.as_bool()
+        .ok_or_else(|| format!("argument {} must be true or false, not {v}", i + 1))
 }
 
 /// Argument `i` as owned text (a string argument; anything else is an `Err`).

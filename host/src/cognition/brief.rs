@@ -15,8 +15,8 @@ use super::fixes;
 /// the genesis example.
 pub const CONTRACT: &str = r#"The WIT world `batos:image@0.1.0`: a method imports the image's host functions and `persistence.notify-changed`, and exports `invoke(receiver, args) -> result<string, string>`; the SDK wraps them as follows.
 A method is one Rust function, always named `run`: `pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String>`, after `use batos_sdk::prelude::*;`.
-- Read slots with me.int("count") -> i64, me.float("x") -> f64, me.text("name") -> String, me.list("items") -> Vec<Value> (owned values: 0, 0.0, "" or an empty list when absent), or me.get("slot") -> Option<Value>.
-- Read arguments with arg_int(&args, 0)?, arg_float(&args, 0)?, arg_text(&args, 0)?, arg_list(&args, 0)? (an Err when missing or of another type); args[i].clone() for any JSON.
+- Read slots with me.int("count") -> i64, me.float("x") -> f64, me.bool("on") -> bool, me.text("name") -> String, me.list("items") -> Vec<Value>: plain owned values (0, 0.0, false, "" or an empty list when absent; no ? and no unwrap), or me.get("slot") -> Option<Value>.
+- Read arguments with arg_int(&args, 0)?, arg_float(&args, 0)?, arg_bool(&args, 0)?, arg_text(&args, 0)?, arg_list(&args, 0)? (an Err when missing or of another type); args[i].clone() for any JSON.
 - Write with me.set("slot", json!(v))?; after the last write call me.notify_changed(); before answering Ok.
 - A Value has no arithmetic and no Int variant: read numbers with the helpers or v.as_i64() first. Answer Ok(json!(value)); Err(message) undoes every change. No unsafe, no other crates.
 Examples:
@@ -247,6 +247,10 @@ pub fn extract_source(completion: &str) -> Option<(String, Vec<String>)> {
         fixed
     };
     if let Some((fixed, note)) = fixes::owned_errors(&body) {
+        made.push(note);
+        body = fixed;
+    }
+    if let Some((fixed, note)) = fixes::plain_helpers(&body) {
         made.push(note);
         body = fixed;
     }

@@ -7,6 +7,8 @@
 //!   write's statement: the installed source then states the call itself.
 //! - `Err("text")` (a `&str` where `run` answers `Result<Value, String>`) becomes
 //!   `Err("text".to_string())`.
+//! - `me.int("x")?` (a `?` after a helper that answers a plain value: `int`, `float`, `text`,
+//!   `list`) loses the `?`.
 
 /// `run`'s parameters, spaces removed.
 const RUN_PARAMETERS: &str = "(me:Obj,args:Vec<Value>)";
@@ -84,6 +86,54 @@ pub fn owned_errors(source: &str) -> Option<(String, String)> {
     (fixed > 0).then(|| (out, format!("made {fixed} `Err(\"...\")` an owned String")))
 }
 
+/// Drops the `?` after the SDK's slot helpers, which answer plain values (`me.int("x")?` is
+/// rustc's E0277 "the `?` operator can only be applied to values that implement `Try`").
+pub fn plain_helpers(source: &str) -> Option<(String, String)> {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    let mut fixed = 0;
+    while let Some(at) = ["int(\"", "float(\"", "bool(\"", "text(\"", "list(\""]
+        .iter()
+        .filter_map(|h| rest.find(&format!(".{h}")).map(|i| (i, h.len() + 1)))
+        .min()
+    {
+        let (start, len) = at;
+        let literal = start + len;
+        let Some(close) = rest[literal..].find("\")") else {
+            break;
+        };
+        let end = literal + close + 2;
+        out.push_str(&rest[..end]);
+        rest = &rest[end..];
+        if let Some(after) = rest.strip_prefix('?') {
+            rest = after;
+            fixed += 1;
+        } else if let Some(after) = [".unwrap_or_default()", ".unwrap()"]
+            .iter()
+            .find_map(|u| rest.strip_prefix(u))
+        {
+            rest = after;
+            fixed += 1;
+        } else if let Some(after) = rest.strip_prefix(".unwrap_or(")
+            && let Some(close) = after.find(')')
+            // Only the helper's own default: another would change what the line computes.
+            && matches!(after[..close].trim(), "0" | "0.0" | "false" | "\"\"" | "String::new()" | "vec![]" | "Vec::new()")
+        {
+            rest = &after[close + 1..];
+            fixed += 1;
+        }
+    }
+    out.push_str(rest);
+    (fixed > 0).then(|| {
+        (
+            out,
+            format!(
+                "dropped {fixed} `?` or `unwrap` after a slot helper (it answers a plain value)"
+            ),
+        )
+    })
+}
+
 /// Inserts `OBJ.notify_changed();` after each write a covenant refusal names (`... a write to
 /// `OBJ` (line N) ...`), where that line ends its statement (`;`). Lines count from 1 in
 /// `source` as compiled.
@@ -148,6 +198,18 @@ mod tests {
         assert_eq!(rename_entry("fn helper(x: i64) -> i64 { x }"), None);
         let two = "fn a(me: Obj, args: Vec<Value>) {}\nfn b(me: Obj, args: Vec<Value>) {}";
         assert_eq!(rename_entry(two), None);
+    }
+
+    #[test]
+    fn helpers_lose_the_question_mark_they_do_not_need() {
+        let src = "let a = me.int(\"a\")?;\nlet b = me.list(\"b\");\nlet c = other.text(\"c\")?.len();\nlet d = arg_int(&args, 0)?;\nlet e = me.text(\"e\").unwrap_or(\"\");\nlet f = me.int(\"f\").unwrap_or(5);\nlet g = me.bool(\"g\").unwrap();";
+        let (fixed, note) = plain_helpers(src).expect("fixed");
+        assert_eq!(
+            fixed,
+            "let a = me.int(\"a\");\nlet b = me.list(\"b\");\nlet c = other.text(\"c\").len();\nlet d = arg_int(&args, 0)?;\nlet e = me.text(\"e\");\nlet f = me.int(\"f\").unwrap_or(5);\nlet g = me.bool(\"g\");"
+        );
+        assert!(note.contains('4'));
+        assert_eq!(plain_helpers("let d = arg_int(&args, 0)?;"), None);
     }
 
     #[test]

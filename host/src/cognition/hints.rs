@@ -15,6 +15,7 @@
 //! | `Ok(args[0])` | `Ok(args[0].clone())` |
 //! | `xs.iter().sum::<i64>()` over `Value`s | `xs.iter().filter_map(\|v\| v.as_i64()).sum::<i64>()` |
 //! | `Value::Int(n)` / `Value::Float(x)` (no such variants) | `Value::Number(n)` with `n.as_i64()` |
+//! | `for &x in xs.iter()` / `for &x in &xs` over `Value`s (E0507) | `for x in xs.iter()` |
 
 /// Hints at most per failure.
 const MAX_HINTS: usize = 6;
@@ -81,6 +82,7 @@ fn replace_one(line: &str) -> Option<String> {
         (".iter().max()", ".iter().filter_map(|v| v.as_i64()).max()"),
         (".iter().min()", ".iter().filter_map(|v| v.as_i64()).min()"),
         ("Value::Int(", "Value::Number("),
+        ("for &", "for "),
         ("Value::Float(", "Value::Number("),
     ] {
         if let Some(at) = line.find(wrong)
@@ -325,6 +327,10 @@ mod tests {
             (
                 "Value::Int(n) => sum += n,",
                 "Value::Number(n) => sum += n,",
+            ),
+            (
+                "    for &num in numbers.iter() {",
+                "    for num in numbers.iter() {",
             ),
             (
                 "let a = args[0].as_i64().unwrap() + args[1].as_i64().unwrap();",

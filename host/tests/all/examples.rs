@@ -247,13 +247,13 @@ fn the_command_line_reads_examples_and_refuses_bad_ones_before_sending() {
 fn the_sdk_helpers_read_slots_and_arguments_as_owned_typed_values() {
     let host = Host::start("normal");
     let dealer = host.dealer();
-    let source = "use batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let mut items = me.list(\"items\");\n    items.push(json!(arg_text(&args, 0)?));\n    let n = me.int(\"count\") + arg_int(&args, 1)?;\n    me.set(\"items\", json!(items))?;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!([items.len(), n, me.float(\"rate\") * 2.0, me.text(\"name\"), arg_list(&args, 2)?.len()]))\n}\n";
+    let source = "use batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    let mut items = me.list(\"items\");\n    items.push(json!(arg_text(&args, 0)?));\n    let n = me.int(\"count\") + arg_int(&args, 1)?;\n    me.set(\"items\", json!(items))?;\n    me.set(\"count\", json!(n))?;\n    me.notify_changed();\n    Ok(json!([items.len(), n, me.float(\"rate\") * 2.0, me.text(\"name\"), arg_list(&args, 2)?.len(), me.bool(\"on\")]))\n}\n";
     let reply = ask(
         &dealer,
         json!({"op": "install", "to": "counter", "selector": "add", "source": source}),
     );
     assert_eq!(reply["ok"], true, "{reply}");
-    for (slot, value) in [("rate", json!(1.5)), ("name", json!("c"))] {
+    for (slot, value) in [("rate", json!(1.5)), ("name", json!("c")), ("on", json!(true))] {
         ask(
             &dealer,
             json!({"op": "set", "to": "counter", "slot": slot, "value": value}),
@@ -267,9 +267,9 @@ fn the_sdk_helpers_read_slots_and_arguments_as_owned_typed_values() {
     };
     // Absent slots read as an empty list and 0; present ones as what they hold.
     let reply = send(json!(["a", 2, [1, 2]]));
-    assert_eq!(reply["result"], json!([1, 2, 3.0, "c", 2]), "{reply}");
+    assert_eq!(reply["result"], json!([1, 2, 3.0, "c", 2, true]), "{reply}");
     let reply = send(json!(["b", 3.0, []]));
-    assert_eq!(reply["result"], json!([2, 5, 3.0, "c", 0]), "{reply}");
+    assert_eq!(reply["result"], json!([2, 5, 3.0, "c", 0, true]), "{reply}");
     // Bad arguments are Errs that say which and why (and change nothing).
     for (args, says) in [
         (json!([]), "argument 1 is missing (0 given)"),
