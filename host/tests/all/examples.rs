@@ -253,7 +253,11 @@ fn the_sdk_helpers_read_slots_and_arguments_as_owned_typed_values() {
         json!({"op": "install", "to": "counter", "selector": "add", "source": source}),
     );
     assert_eq!(reply["ok"], true, "{reply}");
-    for (slot, value) in [("rate", json!(1.5)), ("name", json!("c")), ("on", json!(true))] {
+    for (slot, value) in [
+        ("rate", json!(1.5)),
+        ("name", json!("c")),
+        ("on", json!(true)),
+    ] {
         ask(
             &dealer,
             json!({"op": "set", "to": "counter", "slot": slot, "value": value}),
