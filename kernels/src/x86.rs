@@ -91,13 +91,82 @@ fn bit_bytes(bits: u32) -> __m256i {
     _mm256_cmpeq_epi8(marked, _mm256_set1_epi64x(-1))
 }
 
+/// Q4_K's eight 6-bit scales or minimums (`q4_k_scales`'s bytes) as floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn widen(bytes: &[u8; 8]) -> __m256 {
+    // SAFETY: eight bytes are read from an eight-byte array.
+    let packed = unsafe { _mm_loadl_epi64(bytes.as_ptr().cast()) };
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed))
+}
+
+/// A Q6_K block's sixteen scales times its `d`: scales 0..8 and 8..16.
+///
+/// # Safety
+///
+/// `block` points at a whole 210-byte Q6_K block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_scales(block: *const u8) -> [__m256; 2] {
+    // SAFETY: the scales are bytes 192..208 and d bytes 208..210 of the block.
+    let (d, packed) = unsafe {
+        (
+            _mm256_set1_ps(f16(block.add(208))),
+            _mm_loadu_si128(block.add(192).cast()),
+        )
+    };
+    [
+        _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed))),
+        _mm256_mul_ps(
+            d,
+            _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(packed, 8))),
+        ),
+    ]
+}
+
+/// The signed quants (`q - 32`) of sub-block `m` of a Q6_K half block, from its two 32-byte runs
+/// of low nibbles and its 32 bytes of high bit pairs.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_quants(lows: &[__m256i; 2], high: __m256i, m: usize) -> __m256i {
+    let low = _mm256_set1_epi8(15);
+    let nibble = if m < 2 {
+        _mm256_and_si256(lows[m % 2], low)
+    } else {
+        _mm256_and_si256(_mm256_srli_epi16(lows[m % 2], 4), low)
+    };
+    let top = _mm256_and_si256(
+        _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * m as i32)),
+        _mm256_set1_epi8(3),
+    );
+    _mm256_sub_epi8(
+        _mm256_or_si256(nibble, _mm256_slli_epi16(top, 4)),
+        _mm256_set1_epi8(32),
+    )
+}
+
+/// Sub-block `m`'s two scales of a half block, each over its four sums: lanes 0..4 take scale
+/// `2m` of `scales`, lanes 4..8 scale `2m + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_halves(scales: __m256, m: usize) -> __m256 {
+    let at = 2 * m as i32;
+    _mm256_permutevar8x32_ps(
+        scales,
+        _mm256_setr_epi32(at, at, at, at, at + 1, at + 1, at + 1, at + 1),
+    )
+}
+
 macro_rules! level {
     ($module:ident, $features:literal, $dot:ident) => {
         pub(super) mod $module {
             use std::arch::x86_64::*;
 
             use super::super::{Format, Q8Vector, SUB_BLOCK, blocks};
-            use super::{PREFETCH, TILE, bit_bytes, f16, hsum, nibbles, $dot};
+            use super::{
+                PREFETCH, TILE, bit_bytes, f16, hsum, nibbles, q6_k_halves, q6_k_quants,
+                q6_k_scales, widen, $dot,
+            };
 
             /// # Safety
             ///
@@ -245,11 +314,6 @@ macro_rules! level {
                         _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH + 64).cast());
                         _mm_prefetch::<_MM_HINT_T0>(block.wrapping_add(PREFETCH + 128).cast());
                         let (scales, mins) = blocks::q4_k_scales(&*block.add(4).cast::<[u8; 12]>());
-                        let widen = |bytes: &[u8; 8]| {
-                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                                bytes.as_ptr().cast(),
-                            )))
-                        };
                         // The eight sub-blocks' multipliers `d · scale · x.d`, and their
                         // minimums' share `dmin · min · x.s`, eight at a time.
                         let multipliers = _mm256_mul_ps(
@@ -309,11 +373,6 @@ macro_rules! level {
                     unsafe {
                         let block = row.add(n * 144);
                         let (scales, mins) = blocks::q4_k_scales(&*block.add(4).cast::<[u8; 12]>());
-                        let widen = |bytes: &[u8; 8]| {
-                            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
-                                bytes.as_ptr().cast(),
-                            )))
-                        };
                         let scaled = _mm256_mul_ps(_mm256_set1_ps(f16(block)), widen(&scales));
                         let lowest = _mm256_mul_ps(_mm256_set1_ps(f16(block.add(2))), widen(&mins));
                         let mut multipliers = [_mm256_setzero_ps(); TILE];
@@ -368,24 +427,11 @@ macro_rules! level {
                 xs: &[Q8Vector; TILE],
             ) -> [f32; TILE] {
                 let mut acc = [_mm256_setzero_ps(); TILE];
-                let (low, two, bias) = (
-                    _mm256_set1_epi8(15),
-                    _mm256_set1_epi8(3),
-                    _mm256_set1_epi8(32),
-                );
                 for n in 0..blocks {
                     // SAFETY: as in `q6_k`, for each vector.
                     unsafe {
                         let block = row.add(n * 210);
-                        let d = _mm256_set1_ps(f16(block.add(208)));
-                        let packed = _mm_loadu_si128(block.add(192).cast());
-                        let scales = [
-                            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed))),
-                            _mm256_mul_ps(
-                                d,
-                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(packed, 8))),
-                            ),
-                        ];
+                        let scales = q6_k_scales(block);
                         for half in 0..2 {
                             let high = _mm256_loadu_si256(block.add(128 + 32 * half).cast());
                             let lows = [
@@ -394,34 +440,9 @@ macro_rules! level {
                             ];
                             for m in 0..4 {
                                 let b = n * 8 + 4 * half + m;
-                                let nibble = if m < 2 {
-                                    _mm256_and_si256(lows[m % 2], low)
-                                } else {
-                                    _mm256_and_si256(_mm256_srli_epi16(lows[m % 2], 4), low)
-                                };
-                                let top = _mm256_and_si256(
-                                    _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * m as i32)),
-                                    two,
-                                );
-                                let q = _mm256_sub_epi8(
-                                    _mm256_or_si256(nibble, _mm256_slli_epi16(top, 4)),
-                                    bias,
-                                );
+                                let q = q6_k_quants(&lows, high, m);
                                 let magnitude = _mm256_sign_epi8(q, q);
-                                let at = 2 * m as i32;
-                                let halves = _mm256_permutevar8x32_ps(
-                                    scales[half],
-                                    _mm256_setr_epi32(
-                                        at,
-                                        at,
-                                        at,
-                                        at,
-                                        at + 1,
-                                        at + 1,
-                                        at + 1,
-                                        at + 1,
-                                    ),
-                                );
+                                let halves = q6_k_halves(scales[half], m);
                                 for t in 0..TILE {
                                     let ys = _mm256_loadu_si256(
                                         xs[t].qs.as_ptr().add(b * SUB_BLOCK).cast(),
@@ -452,11 +473,6 @@ macro_rules! level {
             unsafe fn q6_k(row: *const u8, blocks: usize, x: &Q8Vector) -> f32 {
                 // One accumulator per 32-value quarter of a half block: four independent chains.
                 let mut acc = [_mm256_setzero_ps(); 4];
-                let (low, two, bias) = (
-                    _mm256_set1_epi8(15),
-                    _mm256_set1_epi8(3),
-                    _mm256_set1_epi8(32),
-                );
                 for n in 0..blocks {
                     // SAFETY: block n (210 bytes: 128 of low nibbles, 64 of high pairs, 16
                     // scales, d) is inside `row`, and its 256 values inside `x`.
@@ -468,15 +484,7 @@ macro_rules! level {
                             );
                         }
                         // The 16 scales times d: scales 0..8 and 8..16.
-                        let d = _mm256_set1_ps(f16(block.add(208)));
-                        let packed = _mm_loadu_si128(block.add(192).cast());
-                        let scales = [
-                            _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed))),
-                            _mm256_mul_ps(
-                                d,
-                                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(packed, 8))),
-                            ),
-                        ];
+                        let scales = q6_k_scales(block);
                         for half in 0..2 {
                             let high = _mm256_loadu_si256(block.add(128 + 32 * half).cast());
                             let lows = [
@@ -485,37 +493,12 @@ macro_rules! level {
                             ];
                             for m in 0..4 {
                                 let b = n * 8 + 4 * half + m;
-                                let nibble = if m < 2 {
-                                    _mm256_and_si256(lows[m % 2], low)
-                                } else {
-                                    _mm256_and_si256(_mm256_srli_epi16(lows[m % 2], 4), low)
-                                };
-                                let top = _mm256_and_si256(
-                                    _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * m as i32)),
-                                    two,
-                                );
-                                let q = _mm256_sub_epi8(
-                                    _mm256_or_si256(nibble, _mm256_slli_epi16(top, 4)),
-                                    bias,
-                                );
+                                let q = q6_k_quants(&lows, high, m);
                                 let ys =
                                     _mm256_loadu_si256(x.qs.as_ptr().add(b * SUB_BLOCK).cast());
                                 let sums = $dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(ys, q));
                                 // Sub-block 4·half + m has scales 2m, 2m + 1 of `scales[half]`.
-                                let at = 2 * m as i32;
-                                let halves = _mm256_permutevar8x32_ps(
-                                    scales[half],
-                                    _mm256_setr_epi32(
-                                        at,
-                                        at,
-                                        at,
-                                        at,
-                                        at + 1,
-                                        at + 1,
-                                        at + 1,
-                                        at + 1,
-                                    ),
-                                );
+                                let halves = q6_k_halves(scales[half], m);
                                 acc[m] = _mm256_fmadd_ps(
                                     _mm256_mul_ps(halves, _mm256_set1_ps(*x.d.as_ptr().add(b))),
                                     _mm256_cvtepi32_ps(sums),
