@@ -173,24 +173,31 @@ fn greedy_generation_is_deterministic_and_the_same_from_file_and_image() {
     assert!(!first.text.is_empty());
 }
 
-#[test]
-fn the_native_pass_and_candles_agree_on_the_default_model() {
-    let load = |backend| {
-        Engine::load_with(
-            std::fs::File::open(model_path()).expect("model file"),
-            &Device::Cpu,
-            backend,
-        )
-        .expect("load")
-    };
-    let request = GenerateRequest {
+/// `file` loaded on `backend`.
+fn load_on(file: &std::path::Path, backend: Backend) -> Engine {
+    Engine::load_with(
+        std::fs::File::open(file).expect("model file"),
+        &Device::Cpu,
+        backend,
+    )
+    .expect("load")
+}
+
+/// 24 greedy tokens, to the end whatever the model says: what the backends are compared on.
+fn sum_request() -> GenerateRequest {
+    GenerateRequest {
         prompt: "Write a Rust function that returns the sum of a slice of i64.".into(),
         max_tokens: 24,
         ignore_eos: true,
         ..GenerateRequest::default()
-    };
-    let mut native = load(Backend::Native);
-    let mut candle = load(Backend::Candle);
+    }
+}
+
+#[test]
+fn the_native_pass_and_candles_agree_on_the_default_model() {
+    let request = sum_request();
+    let mut native = load_on(&model_path(), Backend::Native);
+    let mut candle = load_on(&model_path(), Backend::Candle);
     assert_eq!(native.backend(), Backend::Native);
     assert_eq!(candle.backend(), Backend::Candle);
     // The shipped file is Q4_1: what `auto` runs natively.
@@ -226,22 +233,9 @@ fn qwen_path() -> PathBuf {
 
 #[test]
 fn the_native_pass_and_candles_agree_on_qwen2_with_k_quants() {
-    let load = |backend| {
-        Engine::load_with(
-            std::fs::File::open(qwen_path()).expect("model file"),
-            &Device::Cpu,
-            backend,
-        )
-        .expect("load")
-    };
-    let request = GenerateRequest {
-        prompt: "Write a Rust function that returns the sum of a slice of i64.".into(),
-        max_tokens: 24,
-        ignore_eos: true,
-        ..GenerateRequest::default()
-    };
-    let mut native = load(Backend::Native);
-    let mut candle = load(Backend::Candle);
+    let request = sum_request();
+    let mut native = load_on(&qwen_path(), Backend::Native);
+    let mut candle = load_on(&qwen_path(), Backend::Candle);
     assert_eq!(native.backend(), Backend::Native);
     // Qwen's own default system message comes from its template.
     let text = native.prompt_text(&request).expect("a template");
