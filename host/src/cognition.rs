@@ -885,18 +885,8 @@ impl Cycle<'_> {
             ) {
                 Ok((installed, report)) => {
                     let millis = started.elapsed().as_secs_f64() * 1000.0;
-                    self.enter(
-                        cycle,
-                        State::Installing,
-                        json!({"method": installed.method, "version": installed.version, "tx": installed.tx}),
-                    )?;
-                    self.enter(
-                        cycle,
-                        State::Answering,
-                        json!({"value": report.value, "millis": millis}),
-                    )?;
-                    set_slot(self.image, cycle, "method", json!(installed.method))?;
-                    self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
+                    let answer = json!({"value": report.value, "millis": millis});
+                    self.finish_installed(cycle, &installed, answer, attempt)?;
                     return Ok((Ok(report.value), installed.method));
                 }
                 // Every example passed (an example may ask for an Err): the method's own Err
@@ -922,14 +912,7 @@ impl Cycle<'_> {
                             mission.receiver, mission.selector
                         ),
                     ).map_err(CognitionError::from)?;
-                    self.enter(
-                        cycle,
-                        State::Installing,
-                        json!({"method": installed.method, "version": installed.version, "tx": installed.tx}),
-                    )?;
-                    self.enter(cycle, State::Answering, json!({"error": message}))?;
-                    set_slot(self.image, cycle, "method", json!(installed.method))?;
-                    self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
+                    self.finish_installed(cycle, &installed, json!({"error": message}), attempt)?;
                     return Ok((Err(message), installed.method));
                 }
                 Err(e) => {
@@ -945,6 +928,26 @@ impl Cycle<'_> {
             config.attempts,
             brief::clip(&last_reason, 300)
         )))
+    }
+
+    /// The last three states of a cycle whose method is installed: installing, answering (with
+    /// `answer`: the value or the error it answered), complete.
+    fn finish_installed(
+        &mut self,
+        cycle: Oid,
+        installed: &crate::method::Installed,
+        answer: Value,
+        attempt: u32,
+    ) -> Result<(), Abort> {
+        self.enter(
+            cycle,
+            State::Installing,
+            json!({"method": installed.method, "version": installed.version, "tx": installed.tx}),
+        )?;
+        self.enter(cycle, State::Answering, answer)?;
+        set_slot(self.image, cycle, "method", json!(installed.method))?;
+        self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
+        Ok(())
     }
 
     /// An attempt that failed: its diagnostic (`detail` plus the attempt, the code and the
