@@ -100,6 +100,30 @@ fn token_types(ct: &Content, n: usize) -> Result<Vec<i64>, MindError> {
     }
 }
 
+/// `tokenizer.ggml.pre`, or `gpt2` when the file names none.
+fn pre_tokenizer(ct: &Content) -> Result<String, MindError> {
+    match ct.metadata.get("tokenizer.ggml.pre") {
+        Some(v) => v
+            .to_string()
+            .cloned()
+            .map_err(|_| MindError::BadModel("`tokenizer.ggml.pre` is not a string".into())),
+        None => Ok("gpt2".to_owned()),
+    }
+}
+
+fn unknown_pre_tokenizer(pre: &str) -> MindError {
+    MindError::Unsupported(format!(
+        "pre-tokenizer `{pre}` (tokenizer.ggml.pre); known: {}",
+        KNOWN_PRE_TOKENIZERS.join(", ")
+    ))
+}
+
+fn unknown_model(model: &str) -> MindError {
+    MindError::Unsupported(format!(
+        "tokenizer model `{model}` (this build knows `gpt2` byte-level BPE and `llama` SentencePiece)"
+    ))
+}
+
 fn wrap(e: tokenizers::Error) -> MindError {
     MindError::Tokenizer(e.to_string())
 }
@@ -118,26 +142,14 @@ impl MindTokenizer {
             .len();
         let kind = match model.as_str() {
             "gpt2" => {
-                let pre = match ct.metadata.get("tokenizer.ggml.pre") {
-                    Some(v) => v.to_string().map(String::as_str).map_err(|_| {
-                        MindError::BadModel("`tokenizer.ggml.pre` is not a string".into())
-                    })?,
-                    None => "gpt2",
-                };
-                if !KNOWN_PRE_TOKENIZERS.contains(&pre) {
-                    return Err(MindError::Unsupported(format!(
-                        "pre-tokenizer `{pre}` (tokenizer.ggml.pre); known: {}",
-                        KNOWN_PRE_TOKENIZERS.join(", ")
-                    )));
+                let pre = pre_tokenizer(ct)?;
+                if !KNOWN_PRE_TOKENIZERS.contains(&pre.as_str()) {
+                    return Err(unknown_pre_tokenizer(&pre));
                 }
                 format!("gpt2/{pre}")
             }
             "llama" => "llama".to_owned(),
-            other => {
-                return Err(MindError::Unsupported(format!(
-                    "tokenizer model `{other}` (this build knows `gpt2` byte-level BPE and `llama` SentencePiece)"
-                )));
-            }
+            other => return Err(unknown_model(other)),
         };
         Ok((kind, vocabulary))
     }
@@ -152,11 +164,7 @@ impl MindTokenizer {
         let (mut inner, kind) = match model.as_str() {
             "gpt2" => Self::byte_level_bpe(ct, &tokens)?,
             "llama" => (Self::sentencepiece(ct, &tokens)?, "llama".to_owned()),
-            other => {
-                return Err(MindError::Unsupported(format!(
-                    "tokenizer model `{other}` (this build knows `gpt2` byte-level BPE and `llama` SentencePiece)"
-                )));
-            }
+            other => return Err(unknown_model(other)),
         };
         // The vocabulary's tokens of one type, as added tokens (special or not).
         let of_type = |kind, special| -> Vec<AddedToken> {
@@ -189,13 +197,7 @@ impl MindTokenizer {
     }
 
     fn byte_level_bpe(ct: &Content, tokens: &[String]) -> Result<(Tokenizer, String), MindError> {
-        let pre = match ct.metadata.get("tokenizer.ggml.pre") {
-            Some(v) => v
-                .to_string()
-                .map_err(|_| MindError::BadModel("`tokenizer.ggml.pre` is not a string".into()))?
-                .clone(),
-            None => "gpt2".to_owned(),
-        };
+        let pre = pre_tokenizer(ct)?;
         let merges = strings(ct, "tokenizer.ggml.merges")?
             .into_iter()
             .map(|m| {
@@ -234,12 +236,7 @@ impl MindTokenizer {
             "gpt2" => byte_level.into(),
             "llama-bpe" | "llama3" => split(REGEX_LLAMA3)?,
             "qwen2" => split(REGEX_QWEN2)?,
-            other => {
-                return Err(MindError::Unsupported(format!(
-                    "pre-tokenizer `{other}` (tokenizer.ggml.pre); known: {}",
-                    KNOWN_PRE_TOKENIZERS.join(", ")
-                )));
-            }
+            other => return Err(unknown_pre_tokenizer(other)),
         };
         tokenizer.with_pre_tokenizer(Some(pre_tokenizer));
         tokenizer.with_decoder(Some(ByteLevel::new(false, true, true)));
