@@ -892,7 +892,9 @@ impl Cycle<'_> {
                 // Every example passed (an example may ask for an Err): the method's own Err
                 // is its answer, and the method is installed without the call's changes.
                 Err(MethodError::Sandbox(SandboxError::MethodError { message }))
-                    if examples.iter().any(|e| {
+                    // Only a client's example can ask for an Err: one the model wrote cannot
+                    // vouch for an Err it may always answer.
+                    if mission.examples.iter().any(|e| {
                         e.expect == examples::Expect::Error
                             && examples::same(
                                 &Value::Array(e.args.clone()),

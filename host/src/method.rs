@@ -424,11 +424,16 @@ impl Methods {
                 }
                 tx.rollback_to(savepoint)?;
                 if !wrong.is_empty() {
-                    failures.push(format!(
-                        "example {} (args {}): {}",
-                        i + 1,
-                        Value::Array(example.args.clone()),
-                        wrong.join("; ")
+                    // What a method answered may be large: the writer and the transcript get
+                    // enough to see what was wrong.
+                    failures.push(crate::cognition::brief::clip(
+                        &format!(
+                            "example {} (args {}): {}",
+                            i + 1,
+                            Value::Array(example.args.clone()),
+                            wrong.join("; ")
+                        ),
+                        600,
                     ));
                 }
             }

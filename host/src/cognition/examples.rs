@@ -62,6 +62,10 @@ impl TryFrom<RawExample> for Example {
             (Some(_), Some(true)) => {
                 return Err("an example has both `answer` and `error`: give one".into());
             }
+            // An Err undoes every change the call made: there are no slots to check after one.
+            (None, Some(true)) if !raw.slots.is_empty() => {
+                return Err("an example with `\"error\": true` cannot also check `slots` (an Err undoes every change)".into());
+            }
             (Some(answer), _) => Expect::Answer(answer),
             (None, Some(true)) => Expect::Error,
             (None, _) if !raw.slots.is_empty() => Expect::Anything,
@@ -148,10 +152,15 @@ pub fn contradiction(examples: &[Example]) -> Option<String> {
 /// JSON equality with numbers compared by value (`8` and `8.0` are the same answer).
 pub fn same(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => x.as_f64() == y.as_f64(),
-        },
+        // Integers exactly (as f64, u64::MAX and u64::MAX - 1 are one number), others by value.
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                (Some(_), None, _, Some(_)) | (None, Some(_), Some(_), _) => false,
+                _ => x.as_f64() == y.as_f64(),
+            }
+        }
         (Value::Array(x), Value::Array(y)) => same_list(x, y),
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same(v, w)))
@@ -205,6 +214,11 @@ pub fn parse_cli(text: &str) -> Result<Example, String> {
         slots.insert(name.to_owned(), parsed);
         rest = &value[used..];
     }
+    if expect == Expect::Error && !slots.is_empty() {
+        return Err(format!(
+            "`{text}`: an example that answers an Err cannot also check slots (an Err undoes every change)"
+        ));
+    }
     Ok(Example {
         args,
         expect,
@@ -243,6 +257,7 @@ mod tests {
             json!({"args": []}),
             json!({"args": [], "answer": 1, "extra": 2}),
             json!({"args": [], "answer": 1, "slots": [1]}),
+            json!({"args": [], "error": true, "slots": {"count": 5}}),
         ] {
             assert!(
                 serde_json::from_value::<Example>(bad.clone()).is_err(),
@@ -290,6 +305,9 @@ mod tests {
         assert_eq!(contradiction(&[a.clone(), c]), None);
         assert!(contradiction(&[a, parse_cli("[2] => error").expect("ok")]).is_some());
         assert!(same(&json!({"a": [1, 2.0]}), &json!({"a": [1.0, 2]})));
+        assert!(!same(&json!(u64::MAX), &json!(u64::MAX - 1)));
+        assert!(!same(&json!(i64::MIN), &json!(u64::MAX)));
+        assert!(same(&json!(u64::MAX), &json!(u64::MAX)));
         assert!(!same(&json!([1]), &json!([1, 2])));
     }
 }

@@ -139,6 +139,7 @@ fn malformed_examples_are_bad_requests_and_open_no_cycle() {
         json!([{"args": [], "answer": 1, "error": true}]),
         json!([{"args": []}]),
         json!([{"args": [], "answer": 1, "slot": {}}]),
+        json!([{"args": [], "error": true, "slots": {"count": 5}}]),
         Value::Array((0..33).map(|i| json!({"args": [i], "answer": i})).collect()),
         json!([{"args": ["x".repeat(70_000)], "answer": 1}]),
     ] {
@@ -410,4 +411,43 @@ fn examples_do_not_see_each_others_writes_to_other_objects() {
         json!({"op": "get", "to": "lobby", "slot": "bumps"}),
     );
     assert_eq!(bumps["result"], 1, "{bumps}");
+}
+
+#[test]
+fn an_err_is_not_installed_on_the_strength_of_an_example_the_model_wrote() {
+    let scratch = Scratch::new();
+    let path = scratch.dir.path().join("mind.jsonl");
+    let lines = [
+        json!({"when": "You are BRICK", "completion": "Answer the count."}),
+        json!({"when": "You are LUCIUS", "completion": "[] => error"}),
+        json!({"when": "You are ALFRED", "completion": "Answer the count."}),
+        json!({"when": "You are ROBIN", "completion": fenced(CHECK)}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, text).expect("script");
+    let host = Host::start_with(scratch, "normal", &format!("scripted:{}", path.display()));
+    let dealer = host.dealer();
+    for (object, slot, value) in [
+        ("cognition", "examples_from_intent", json!(true)),
+        ("cognition", "attempts", json!(1)),
+        ("counter", "count", json!(-1)),
+    ] {
+        let r = ask(
+            &dealer,
+            json!({"op": "set", "to": object, "slot": slot, "value": value}),
+        );
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    // The written example passes (the method errs); the message's own call errs too: without a
+    // client's example asking for that Err, nothing is installed.
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "check"}),
+    );
+    assert_eq!(reply["error"]["code"], "does-not-understand", "{reply}");
+    let method = ask(
+        &dealer,
+        json!({"op": "method", "to": "counter", "selector": "check"}),
+    );
+    assert_eq!(method["ok"], false, "{method}");
 }
