@@ -97,6 +97,14 @@ pub enum Command {
         /// Seconds a `generate` may run before it is cancelled.
         #[arg(long, default_value_t = 300)]
         generate_timeout: u64,
+        /// How many method compiles run at once (the rest wait without holding a worker);
+        /// default: one per two cores.
+        #[arg(long)]
+        compiles: Option<usize>,
+        /// Compile methods with this user's own access when no jail can be made (no bubblewrap,
+        /// no user namespaces). Without it such a host refuses every compile.
+        #[arg(long, env = "BATOS_UNJAILED_COMPILES", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+        unjailed_compiles: bool,
     },
     /// List the cognitive cycles, oldest first; or export a fine-tuning set.
     Cycles {
@@ -344,6 +352,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             mind,
             device,
             generate_timeout,
+            compiles,
+            unjailed_compiles,
         } => {
             let shutdown = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -362,6 +372,13 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 mind,
                 device,
                 generate_timeout: Duration::from_secs(generate_timeout),
+                forge: crate::forge::ForgeLimits {
+                    concurrent: compiles
+                        .unwrap_or_else(crate::forge::default_concurrent_compiles)
+                        .max(1),
+                    allow_unjailed: unjailed_compiles,
+                    ..crate::forge::ForgeLimits::default()
+                },
             };
             return server::run(options, shutdown).map_err(|e| match e {
                 server::ServerError::Image(e) => Failure::from(e),

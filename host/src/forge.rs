@@ -7,13 +7,19 @@
 //! diagnostics keep its line numbers) with the SDK's glue appended. Results are cached by the
 //! hash of the source, the SDK and the compiler.
 
+pub mod jail;
+
 use std::fs::{self, File};
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+pub use jail::Jail;
 
 /// The SDK's files, as this binary was built with them.
 const SDK_FILES: &[(&str, &str)] = &[
@@ -61,6 +67,14 @@ pub struct ForgeLimits {
     pub max_diagnostics_bytes: usize,
     /// The largest source accepted.
     pub max_source_bytes: usize,
+    /// The address space one compile may map (rustc and its linker, each).
+    pub address_space_bytes: u64,
+    /// The largest file a compile may write.
+    pub file_bytes: u64,
+    /// How many compiles run at once; the rest wait their turn (cached results never wait).
+    pub concurrent: usize,
+    /// Compile with the host's own access when no jail can be made (`--unjailed-compiles`).
+    pub allow_unjailed: bool,
 }
 
 impl Default for ForgeLimits {
@@ -70,8 +84,20 @@ impl Default for ForgeLimits {
             max_wasm_bytes: 16 << 20,
             max_diagnostics_bytes: 32 << 10,
             max_source_bytes: 256 << 10,
+            address_space_bytes: 3 << 29,
+            file_bytes: 64 << 20,
+            concurrent: default_concurrent_compiles(),
+            allow_unjailed: std::env::var_os("BATOS_UNJAILED_COMPILES").is_some_and(|v| v == "1"),
         }
     }
+}
+
+/// One compile per two cores (at least one): compiles never take every core from the workers.
+pub fn default_concurrent_compiles() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get() / 2)
+        .unwrap_or(1)
+        .max(1)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +110,8 @@ pub enum ForgeError {
     SourceTooLarge { size: usize, limit: usize },
     #[error("the compiled component is {size} bytes, more than the limit of {limit}")]
     OutputTooLarge { size: u64, limit: u64 },
+    #[error("{0}")]
+    NoJail(String),
     #[error("no Rust toolchain for methods: {0}")]
     Toolchain(String),
     #[error("building the guest SDK failed:\n{0}")]
@@ -100,6 +128,7 @@ impl ForgeError {
         match self {
             ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => "compile-failed",
             ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => "too-large",
+            ForgeError::NoJail(_) => "compile-refused",
             ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => "internal",
         }
     }
@@ -132,12 +161,42 @@ pub struct Forge {
     rustc_version: String,
     /// `.../wasm32-wasip2/release` (holds `libbatos_sdk.rlib` and `deps/`).
     sdk_dir: PathBuf,
-    /// `.../release/deps` (the host-side proc macros the SDK uses).
-    host_deps: PathBuf,
     /// Hash of SDK sources and compiler: part of every cache key.
     sdk_key: String,
     cache: PathBuf,
     limits: ForgeLimits,
+    jail: Jail,
+    turns: Turns,
+}
+
+/// At most `max` compiles at once; the others wait here (a counting semaphore).
+#[derive(Debug)]
+struct Turns {
+    running: Mutex<usize>,
+    freed: Condvar,
+    max: usize,
+}
+
+/// A compile's turn; the next waiter goes when it is dropped.
+struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    fn take(&self) -> Turn<'_> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        while *running >= self.max {
+            running = self.freed.wait(running).unwrap_or_else(|p| p.into_inner());
+        }
+        *running += 1;
+        Turn(self)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut running = self.0.running.lock().unwrap_or_else(|p| p.into_inner());
+        *running = running.saturating_sub(1);
+        self.0.freed.notify_one();
+    }
 }
 
 /// Where batos keeps build products that are not image data: `$BATOS_CACHE`, else
@@ -181,12 +240,18 @@ impl Forge {
         let root = cache.join("sdk").join(&sdk_key);
         let target = root.join("target");
         let sdk_dir = target.join("wasm32-wasip2/release");
-        let host_deps = target.join("release/deps");
+        let jail = Jail::detect(&sysroot, limits.allow_unjailed);
+        let turns = Turns {
+            running: Mutex::new(0),
+            freed: Condvar::new(),
+            max: limits.concurrent.max(1),
+        };
         let forge = Forge {
+            jail,
+            turns,
             sysroot,
             rustc_version,
             sdk_dir,
-            host_deps,
             sdk_key,
             cache: cache.to_owned(),
             limits,
@@ -245,6 +310,11 @@ impl Forge {
         Ok(())
     }
 
+    /// Where compiles run.
+    pub fn jail(&self) -> &Jail {
+        &self.jail
+    }
+
     pub fn rustc_version(&self) -> &str {
         self.rustc_version.lines().next().unwrap_or_default()
     }
@@ -274,6 +344,11 @@ impl Forge {
                 warnings: String::new(),
             });
         }
+        if let Jail::Refused(_) = &self.jail {
+            return Err(ForgeError::NoJail(self.jail.describe()));
+        }
+        let _turn = self.turns.take();
+        let started = Instant::now();
         let tmp_root = self.cache.join("tmp");
         fs::create_dir_all(&tmp_root).map_err(io(&tmp_root))?;
         let dir = tempfile::Builder::new()
@@ -282,45 +357,57 @@ impl Forge {
             .map_err(io(&tmp_root))?;
         let src = dir.path().join("method.rs");
         fs::write(&src, format!("{source}\n{GLUE}")).map_err(io(&src))?;
-        let out = dir.path().join("method.wasm");
         let diagnostics_path = dir.path().join("diagnostics.txt");
         let diagnostics_file = File::create(&diagnostics_path).map_err(io(&diagnostics_path))?;
-        let sdk_rlib = self.sdk_dir.join("libbatos_sdk.rlib");
-        let mut child = Command::new(self.sysroot.join("bin/rustc"))
-            .env_clear()
-            .env(
-                "PATH",
-                format!("{}:/usr/bin:/bin", self.sysroot.join("bin").display()),
-            )
-            .current_dir(dir.path())
-            .args([
-                "--edition",
-                "2024",
-                "--crate-type",
-                "cdylib",
-                "--crate-name",
-                "method",
-            ])
-            .args([
-                "--target",
-                "wasm32-wasip2",
-                "--color",
-                "never",
-                "--cap-lints",
-                "warn",
-            ])
-            .args(CODEGEN_FLAGS)
-            .args(["-A", "unused-variables", "-A", "dead-code"])
-            .arg("--extern")
-            .arg(format!("batos_sdk={}", sdk_rlib.display()))
-            .arg(format!(
-                "-Ldependency={}",
-                self.sdk_dir.join("deps").display()
-            ))
-            .arg(format!("-Ldependency={}", self.host_deps.display()))
-            .arg("method.rs")
-            .arg("-o")
-            .arg(&out)
+        let sdk_root = self
+            .sdk_dir
+            .parent()
+            .and_then(Path::parent)
+            .unwrap_or(&self.sdk_dir);
+        let mounts = jail::Mounts {
+            sysroot: &self.sysroot,
+            sdk: sdk_root,
+            job: dir.path(),
+        };
+        let bounds = jail::Bounds {
+            address_space_bytes: self.limits.address_space_bytes,
+            cpu_seconds: self.limits.compile_time.as_secs().max(1),
+            file_bytes: self.limits.file_bytes,
+        };
+        let sdk = jail::SDK;
+        let mut args: Vec<String> = [
+            "--edition",
+            "2024",
+            "--crate-type",
+            "cdylib",
+            "--crate-name",
+            "method",
+            "--target",
+            "wasm32-wasip2",
+            "--color",
+            "never",
+            "--cap-lints",
+            "warn",
+        ]
+        .iter()
+        .chain(CODEGEN_FLAGS)
+        .chain(&["-A", "unused-variables", "-A", "dead-code"])
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend([
+            "--extern".to_owned(),
+            format!("batos_sdk={sdk}/wasm32-wasip2/release/libbatos_sdk.rlib"),
+            format!("-Ldependency={sdk}/wasm32-wasip2/release/deps"),
+            format!("-Ldependency={sdk}/release/deps"),
+            "method.rs".to_owned(),
+            "-o".to_owned(),
+            format!("{}/method.wasm", jail::JOB),
+        ]);
+        let out = dir.path().join("method.wasm");
+        let mut child = self
+            .jail
+            .command(&mounts, &bounds, &args)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(diagnostics_file)
@@ -331,8 +418,7 @@ impl Forge {
                 break status;
             }
             if started.elapsed() > self.limits.compile_time {
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_group(&mut child);
                 return Err(ForgeError::Timeout(self.limits.compile_time));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -377,13 +463,31 @@ impl Forge {
             truncated = bytes.len() as u64 > limit;
             bytes.truncate(limit as usize);
         }
-        // Lossy: a cut inside a multi-byte character must not lose the whole text.
-        let mut text = String::from_utf8_lossy(&bytes).replace(&format!("{}/", dir.display()), "");
+        // Lossy: a cut inside a multi-byte character must not lose the whole text. No host path
+        // reaches a client: the job's directory goes, the toolchain and the SDK show as the
+        // jail names them (an unjailed rustc quotes the host's paths), the cache and home go.
+        let mut text = String::from_utf8_lossy(&bytes)
+            .replace(&format!("{}/", dir.display()), "")
+            .replace(&format!("{}/", jail::JOB), "")
+            .replace(&self.sysroot.display().to_string(), jail::SYSROOT)
+            .replace(&self.cache.display().to_string(), "$BATOS_CACHE");
+        if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
+            text = text.replace(&*home.to_string_lossy(), "~");
+        }
         if truncated {
             text.push_str("\n[… diagnostics truncated]");
         }
         text
     }
+}
+
+/// Kills a compile and everything it started (its process group), and reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn run_text(command: &mut Command) -> Result<String, String> {

@@ -171,6 +171,7 @@ pub struct Methods {
     limits: Limits,
     sandbox: OnceLock<Arc<Sandbox>>,
     forge: OnceLock<Forge>,
+    forge_limits: ForgeLimits,
 }
 
 impl Methods {
@@ -180,7 +181,14 @@ impl Methods {
             limits,
             sandbox: OnceLock::new(),
             forge: OnceLock::new(),
+            forge_limits: ForgeLimits::default(),
         }
+    }
+
+    /// The same, compiling within `limits` (how many at once, the jail, the bounds).
+    pub fn with_forge_limits(mut self, limits: ForgeLimits) -> Self {
+        self.forge_limits = limits;
+        self
     }
 
     pub fn sandbox(&self) -> Result<&Arc<Sandbox>, MethodError> {
@@ -195,7 +203,7 @@ impl Methods {
         if let Some(forge) = self.forge.get() {
             return Ok(forge);
         }
-        let forge = Forge::open(&self.cache_dir, ForgeLimits::default())?;
+        let forge = Forge::open(&self.cache_dir, self.forge_limits.clone())?;
         Ok(self.forge.get_or_init(|| forge))
     }
 

@@ -50,6 +50,8 @@ pub struct ServeOptions {
     pub device: String,
     /// How long a `generate` may run before it is cancelled.
     pub generate_timeout: Duration,
+    /// How methods compile: how many at once, the jail, the bounds.
+    pub forge: crate::forge::ForgeLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,9 @@ fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
 /// Requests handed to workers and not yet answered, at most: past this the loop stops reading.
 const MAX_QUEUED: usize = 1024;
 
+/// Installs waiting for the compiler, at most: past this an install is answered `busy`.
+const INSTALL_QUEUE: usize = 32;
+
 /// A request on its way to a worker: who asked, the envelope to mirror, the payload.
 struct Job {
     identity: Vec<u8>,
@@ -92,10 +97,19 @@ struct Job {
 
 /// Serves until `shutdown` turns true, then drains and returns.
 pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), ServerError> {
-    let methods = Arc::new(Methods::new(
-        crate::forge::default_cache_dir(),
-        crate::sandbox::Limits::default(),
-    ));
+    let methods = Arc::new(
+        Methods::new(
+            crate::forge::default_cache_dir(),
+            crate::sandbox::Limits::default(),
+        )
+        .with_forge_limits(options.forge.clone()),
+    );
+    // The forge (and the one-time SDK build) at start: an operator reads here whether compiles
+    // are jailed, refused, or unjailed by their choice, before any client asks for one.
+    match methods.forge() {
+        Ok(forge) => eprintln!("batos: {}", forge.jail().describe()),
+        Err(e) => eprintln!("batos: methods cannot be compiled here: {e}"),
+    }
     let is_new = !options.image.exists();
     let mut primary = Image::open_or_create(&options.image, options.durability)?;
     if is_new {
@@ -231,6 +245,30 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         _ => None,
     };
     let mut workers = Vec::new();
+    // The compile queue: installs wait here for one of the installers (as many as compiles may
+    // run at once), each with its own connection, so a slow or hostile compile holds no worker.
+    let (install_jobs, install_queue) = mpsc::sync_channel::<Job>(INSTALL_QUEUE);
+    let install_queue = Arc::new(Mutex::new(install_queue));
+    for n in 0..options.forge.concurrent.max(1) {
+        let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
+        push.connect(&replies_endpoint)
+            .map_err(zmq_err("connect replies"))?;
+        let installer = Worker {
+            image: primary.open_sibling(options.durability)?,
+            methods: Arc::clone(&methods),
+            queue: Arc::clone(&install_queue),
+            replies: push,
+            newest: Arc::clone(&newest),
+            abandon: Arc::clone(&abandon),
+            cognition: None,
+            installs: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("batos-installer-{n}"))
+            .spawn(move || installer.run())
+            .map_err(ServerError::Worker)?;
+        workers.push(handle);
+    }
     for n in 0..options.workers.max(1) {
         let image = primary.open_sibling(options.durability)?;
         let push = context.socket(zmq::PUSH).map_err(zmq_err("socket"))?;
@@ -244,6 +282,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             newest: Arc::clone(&newest),
             abandon: Arc::clone(&abandon),
             cognition: cognizer.as_ref().map(|c| (Arc::clone(c), missions.clone())),
+            installs: Some(install_jobs.clone()),
         };
         let handle = std::thread::Builder::new()
             .name(format!("batos-worker-{n}"))
@@ -251,6 +290,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             .map_err(ServerError::Worker)?;
         workers.push(handle);
     }
+    // Only workers hold the compile queue's sender: it closes when the last of them stops.
+    drop(install_jobs);
     // Generations go to the mind's thread, not to a worker; one relay waits on them in order
     // (the mind runs them in order) and hands each reply back like a worker does.
     let (relay_jobs, relay_queue) = mpsc::channel::<(Job, Pending)>();
@@ -265,10 +306,11 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             .map_err(ServerError::Worker)?
     };
     eprintln!(
-        "batos: serving {} on {} with {} workers (pid {})",
+        "batos: serving {} on {} with {} workers and {} installers (pid {})",
         image_name,
         options.bind,
-        workers.len(),
+        options.workers.max(1),
+        options.forge.concurrent.max(1),
         std::process::id()
     );
 
@@ -542,6 +584,8 @@ struct Worker {
     abandon: Arc<AtomicBool>,
     /// Where messages nobody understands go, when a mind runs.
     cognition: Option<(Arc<Cognizer>, mpsc::Sender<Key>)>,
+    /// Where installs go (the compile queue's installers); `None` for an installer itself.
+    installs: Option<mpsc::SyncSender<Job>>,
 }
 
 impl Worker {
@@ -567,9 +611,36 @@ impl Worker {
                     &job.payload,
                     &actor,
                     self.cognition.is_some(),
+                    self.installs.is_some(),
                 );
                 let (reply, read) = match answer {
                     Answer::Reply(reply, read) => (reply, read),
+                    Answer::Install => {
+                        let Some(installs) = &self.installs else {
+                            continue;
+                        };
+                        match installs.try_send(job) {
+                            Ok(()) => continue,
+                            Err(mpsc::TrySendError::Full(job)) => {
+                                let failure = Failure::new(
+                                    "busy",
+                                    format!(
+                                        "{INSTALL_QUEUE} installs are already waiting for the compiler: retry later"
+                                    ),
+                                );
+                                let reply = failure_reply(&job.payload, &failure);
+                                hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
+                                continue;
+                            }
+                            Err(mpsc::TrySendError::Disconnected(job)) => {
+                                let failure =
+                                    Failure::new("shutting-down", "the host is shutting down");
+                                let reply = failure_reply(&job.payload, &failure);
+                                hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
+                                continue;
+                            }
+                        }
+                    }
                     Answer::Missing(mission)
                         if cognition::Config::read(&self.image).is_ok_and(|c| !c.synthesis) =>
                     {
@@ -683,10 +754,10 @@ impl ReadCache {
 
 /// One request, start to finish: decode, execute, encode. Never panics on input.
 pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str) -> Vec<u8> {
-    match answer_with(image, methods, payload, actor, false) {
+    match answer_with(image, methods, payload, actor, false, false) {
         Answer::Reply(reply, _) => reply,
-        // Without cognition no send becomes a mission.
-        Answer::Missing(_) => {
+        // Without cognition no send becomes a mission, nor an install a queued compile.
+        Answer::Missing(_) | Answer::Install => {
             failure_reply(payload, &Failure::new("internal", "no cognition here"))
         }
     }
@@ -698,6 +769,8 @@ enum Answer {
     Reply(Vec<u8>, Option<(String, String)>),
     /// A send nobody understood, for cognition.
     Missing(Mission),
+    /// An install, for the compile queue (a compile never holds a worker).
+    Install,
 }
 
 /// One request for a worker: the reply and, for a successful read, the key and result the
@@ -708,6 +781,7 @@ fn answer_with(
     payload: &[u8],
     actor: &str,
     cognition: bool,
+    installs: bool,
 ) -> Answer {
     let value: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
@@ -719,7 +793,11 @@ fn answer_with(
     let id = value.get("id").cloned().unwrap_or(Value::Null);
     // A send, kept for cognition in case nothing understands it.
     let mut sent: Option<Request> = None;
-    let outcome = Request::decode(&value).and_then(|request| {
+    let request = Request::decode(&value);
+    if installs && matches!(request, Ok(Request::Install { .. })) {
+        return Answer::Install;
+    }
+    let outcome = request.and_then(|request| {
         if cognition && matches!(request, Request::Send { .. }) {
             sent = Some(request.clone());
         }

@@ -94,6 +94,75 @@ pub const FORBIDDEN_MACROS: &[&str] = &[
     "compile_error",
 ];
 
+/// Rust's keywords that may stand in a macro's arguments: those of expressions. Every other
+/// keyword (`use`, `mod`, `fn`, `static`, `struct`, `impl`, `unsafe`, `extern`, …) begins an item
+/// or reaches outside, and is refused there.
+pub const KEYWORDS_IN_MACROS: &[&str] = &[
+    "as", "break", "continue", "crate", "else", "false", "for", "if", "in", "let", "loop", "match",
+    "move", "mut", "ref", "return", "self", "Self", "super", "true", "while",
+];
+
+/// Rust's strict and reserved keywords (2024 edition).
+fn is_keyword(word: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "gen",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "Self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "type",
+        "union",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "macro_rules",
+        "override",
+        "priv",
+        "try",
+        "typeof",
+        "unsized",
+        "virtual",
+        "yield",
+    ];
+    KEYWORDS.contains(&word)
+}
+
 /// One reason the gate refuses a source.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
@@ -163,32 +232,46 @@ impl Gate {
         });
     }
 
-    /// Checks tokens the parser does not see into: a macro call's arguments.
+    /// Checks tokens the parser does not see into: a macro call's arguments. Here only
+    /// expressions may stand, so the check is an allowlist: of Rust's keywords only those of
+    /// expressions ([`KEYWORDS_IN_MACROS`]); no `#` (an attribute) nor `$`; every macro called
+    /// inside on [`ALLOWED_MACROS`]. An item (`use`, `mod`, `fn`, `static`, …), an attribute or an
+    /// import inside a macro's arguments is refused, however deep it is nested.
     fn scan_tokens(&mut self, tokens: TokenStream) {
         let trees: Vec<TokenTree> = tokens.into_iter().collect();
         for (i, tree) in trees.iter().enumerate() {
             match tree {
-                TokenTree::Ident(ident) if ident == "unsafe" => {
-                    self.refuse(
-                        "unsafe",
-                        ident.span(),
-                        "`unsafe` is not allowed in a method",
-                    );
-                }
-                TokenTree::Ident(ident) if ident == "extern" => {
-                    self.refuse(
-                        "extern",
-                        ident.span(),
-                        "`extern` is not allowed in a method",
-                    );
-                }
                 TokenTree::Ident(ident) => {
+                    let name = ident.to_string();
                     let bang =
                         matches!(trees.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '!');
                     let group = matches!(trees.get(i + 2), Some(TokenTree::Group(_)));
                     if bang && group {
-                        self.check_macro_name(&ident.to_string(), ident.span());
+                        self.check_macro_name(&name, ident.span());
+                    } else if is_keyword(&name) && !KEYWORDS_IN_MACROS.contains(&name.as_str()) {
+                        let rule = match name.as_str() {
+                            "unsafe" => "unsafe",
+                            "extern" => "extern",
+                            _ => "macro",
+                        };
+                        self.refuse(
+                            rule,
+                            ident.span(),
+                            format!(
+                                "`{name}` is not allowed inside a macro's arguments: only expressions stand there"
+                            ),
+                        );
                     }
+                }
+                TokenTree::Punct(p) if p.as_char() == '#' || p.as_char() == '$' => {
+                    self.refuse(
+                        "attribute",
+                        p.span(),
+                        format!(
+                            "`{}` is not allowed inside a macro's arguments: only expressions stand there",
+                            p.as_char()
+                        ),
+                    );
                 }
                 TokenTree::Group(group) => self.scan_tokens(group.stream()),
                 TokenTree::Punct(_) | TokenTree::Literal(_) => {}
@@ -288,12 +371,22 @@ impl<'ast> Visit<'ast> for Gate {
     }
 
     /// `use std::include_str as json;` would smuggle a forbidden macro in under an allowed name:
-    /// a method may not import a forbidden macro, nor rename anything to a macro's name.
+    /// a method may not import a forbidden macro, nor rename any import, wherever it stands.
     fn visit_use_tree(&mut self, node: &'ast syn::UseTree) {
-        let (original, renamed) = match node {
-            syn::UseTree::Name(name) => (Some(&name.ident), None),
-            syn::UseTree::Rename(rename) => (Some(&rename.ident), Some(&rename.rename)),
-            _ => (None, None),
+        let original = match node {
+            syn::UseTree::Name(name) => Some(&name.ident),
+            syn::UseTree::Rename(rename) => {
+                self.refuse(
+                    "macro",
+                    rename.rename.span(),
+                    format!(
+                        "renaming an import (`{} as {}`) is not allowed in a method: it could hide which macro runs",
+                        rename.ident, rename.rename
+                    ),
+                );
+                Some(&rename.ident)
+            }
+            _ => None,
         };
         if let Some(original) = original
             && FORBIDDEN_MACROS.contains(&original.to_string().as_str())
@@ -303,17 +396,6 @@ impl<'ast> Visit<'ast> for Gate {
                 original.span(),
                 format!("importing the macro `{original}` is not allowed in a method"),
             );
-        }
-        if let Some(renamed) = renamed {
-            let name = renamed.to_string();
-            if ALLOWED_MACROS.contains(&name.as_str()) || FORBIDDEN_MACROS.contains(&name.as_str())
-            {
-                self.refuse(
-                    "macro",
-                    renamed.span(),
-                    format!("renaming an import to `{name}` would hide which macro runs"),
-                );
-            }
         }
         visit::visit_use_tree(self, node);
     }
@@ -457,6 +539,18 @@ fn mentions_obj_constructor(tokens: TokenStream) -> bool {
     })
 }
 
+/// Whether the tokens call `Obj::create`.
+fn mentions_obj_create(tokens: TokenStream) -> bool {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    trees.iter().enumerate().any(|(i, t)| match t {
+        TokenTree::Ident(id) if id == "Obj" => {
+            matches!(trees.get(i + 3), Some(TokenTree::Ident(c)) if c == "create")
+        }
+        TokenTree::Group(g) => mentions_obj_create(g.stream()),
+        _ => false,
+    })
+}
+
 fn position(span: Span) -> (usize, usize) {
     let start = span.start();
     (start.line, start.column)
@@ -540,6 +634,17 @@ impl<'ast> Visit<'ast> for Covenant {
             };
             if let Some(ident) = ident {
                 self.objects.insert(ident.to_string());
+                // A new object is a change like any other: it too must be notified.
+                if node
+                    .init
+                    .as_ref()
+                    .is_some_and(|init| mentions_obj_create(quote_tokens(&init.expr)))
+                {
+                    self.events.push((
+                        position(ident.span()),
+                        Event::Write(ident.to_string(), ident.span().start().line),
+                    ));
+                }
             }
         }
         visit::visit_local(self, node);
@@ -646,6 +751,34 @@ mod tests {
                 "macro",
             ),
             ("use std::env as format; Ok(json!(1))", "macro"),
+            // The attacks that got past the token denylist: an item, an import or an attribute
+            // inside a block inside a macro's arguments.
+            (
+                "Ok(json!(format!(\"{}\", { use std::include_str as concat; concat!(\"/etc/passwd\") })))",
+                "macro",
+            ),
+            (
+                "Ok(json!(format!(\"{}\", { use std::include_bytes; 1 })))",
+                "macro",
+            ),
+            (
+                "Ok(json!({ #[path = \"/etc/passwd\"] mod m; 1 }))",
+                "attribute",
+            ),
+            (
+                "Ok(json!(format!(\"{}\", { static X: u8 = 1; X })))",
+                "macro",
+            ),
+            ("Ok(json!(vec![{ fn f() -> u8 { 1 } f() }]))", "macro"),
+            (
+                "{ use std::collections::HashMap as Map; } Ok(json!(1))",
+                "macro",
+            ),
+            (
+                "{ #[path = \"/etc/passwd\"] mod m; } Ok(json!(1))",
+                "attribute",
+            ),
+            ("Ok(json!(format!(\"{}\", unsafe_helper!())))", "macro"),
         ];
         for (body, rule) in cases {
             let found = rules(&method(body));
@@ -654,6 +787,16 @@ mod tests {
                 "{body}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn expressions_in_macro_arguments_pass() {
+        let body = "let n = args.len();\n\
+            let xs: Vec<i64> = args.iter().map(|v| v.as_i64().unwrap_or(0)).collect();\n\
+            let label = format!(\"{} of {:>4}\", match xs.first() { Some(x) => *x, None => 0 }, n as i64);\n\
+            me.notify_changed();\n\
+            Ok(json!({\"n\": n as u64, \"big\": if n > 2 { true } else { false }, \"xs\": vec![0; n], \"label\": label, \"s\": xs.iter().map(|x| x * 2).sum::<i64>()}))";
+        assert_eq!(rules(&method(body)), vec![]);
     }
 
     #[test]
@@ -712,6 +855,15 @@ mod tests {
         assert_eq!(rules(&src), vec![]);
         let src = method("me.remove(\"a\")?;\nErr(\"always\".into())");
         assert_eq!(rules(&src), vec![]);
+    }
+
+    #[test]
+    fn a_created_object_is_a_write_that_needs_its_notify() {
+        let missing = method("let o = Obj::create(&me, json!({}))?;\nOk(json!(o.id()))");
+        assert_eq!(rules(&missing), vec![("covenant", 5)]);
+        let kept =
+            method("let o = Obj::create(&me, json!({}))?;\no.notify_changed();\nOk(json!(o.id()))");
+        assert_eq!(rules(&kept), vec![]);
     }
 
     #[test]

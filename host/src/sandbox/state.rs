@@ -241,6 +241,8 @@ impl host::Host for MethodState {
         match created {
             Ok(new) => {
                 self.tx.release(savepoint).map_err(abort)?;
+                // A new object is a change: it must be notified before `Ok` like a write.
+                self.writes.insert(new);
                 Ok(Ok(new.0 as u64))
             }
             Err(e) => {

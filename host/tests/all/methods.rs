@@ -362,3 +362,80 @@ fn the_command_line_installs_inspects_and_sends() {
     let out = scratch.batos(&["replay", "--verify"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// The jail is the guarantee the gate's refusals rest on: with the source gate bypassed, every
+/// compile in `tests/compiles/` fails (each file's first line names the code), within bounded
+/// time and memory, and no diagnostic quotes what the file asked for.
+#[test]
+fn the_jail_holds_when_the_source_gate_is_bypassed() {
+    use batos::forge::{Forge, ForgeLimits, Jail};
+    let limits = ForgeLimits {
+        compile_time: std::time::Duration::from_secs(8),
+        allow_unjailed: false,
+        ..ForgeLimits::default()
+    };
+    let forge = Forge::open(&default_cache_dir(), limits).expect("forge");
+    assert!(
+        matches!(forge.jail(), Jail::Bubblewrap { .. }),
+        "scripts/setup installs bubblewrap: {}",
+        forge.jail().describe()
+    );
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/compiles");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .expect("tests/compiles")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "the corpus is there");
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let secrets: Vec<&str> = passwd
+        .lines()
+        .take(1)
+        .chain([home.as_str(), "PATH=", "HOME="])
+        .filter(|s| s.len() > 1)
+        .collect();
+    let mut failures = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file)
+            .expect("source")
+            .replace("HOST_PID", &std::process::id().to_string())
+            .replace("HOST_HOME", &home);
+        let expect = source
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("// expect: "))
+            .expect("first line: // expect: <code>")
+            .trim()
+            .to_owned();
+        let started = std::time::Instant::now();
+        match forge.compile(&source) {
+            Ok(_) => failures.push(format!("{}: compiled", file.display())),
+            Err(e) => {
+                let first = e
+                    .to_string()
+                    .lines()
+                    .skip(1)
+                    .find(|l| !l.is_empty())
+                    .map(str::to_owned);
+                eprintln!("{}: {}", file.display(), first.unwrap_or_default());
+                if e.code() != expect {
+                    failures.push(format!("{}: expected {expect}, got {e}", file.display()));
+                }
+                let text = e.to_string();
+                for secret in &secrets {
+                    if text.contains(secret) {
+                        failures.push(format!("{}: the error quotes {secret:?}", file.display()));
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "{}: {:.1} s",
+            file.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
