@@ -4,9 +4,13 @@
 Start a host first (`scripts/run`, or `batos serve`), then:
 
     python3 scripts/client.py [tcp://127.0.0.1:5555]
+
+Every request but ping carries the image's access token: $BATOS_TOKEN, else the file beside the
+image ($BATOS_IMAGE, default image.db, so image.db.token), which only its owner can read.
 """
 import itertools
 import json
+import os
 import sys
 
 import zmq
@@ -19,9 +23,23 @@ socket.setsockopt(zmq.RCVTIMEO, 60_000)
 socket.connect(ENDPOINT)
 
 
+def token():
+    if os.environ.get("BATOS_TOKEN"):
+        return os.environ["BATOS_TOKEN"]
+    path = os.environ.get("BATOS_IMAGE", "image.db") + ".token"
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        raise SystemExit(f"no access token: set BATOS_TOKEN or run beside the image ({e})")
+
+
+TOKEN = token()
+
+
 def call(op, **fields):
     """One request, one reply: the result, or an exception with the error's code."""
-    request = {"id": next(ids), "op": op, **fields}
+    request = {"id": next(ids), "op": op, "token": TOKEN, **fields}
     socket.send_json(request)
     reply = socket.recv_json()
     assert reply["id"] == request["id"], "replies come back in order on one DEALER"

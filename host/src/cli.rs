@@ -63,6 +63,9 @@ pub struct Global {
     /// Seconds to wait for a host's reply (installs may compile for a while).
     #[arg(long, global = true, default_value_t = 300)]
     pub timeout: u64,
+    /// The access token to send a host (default: the file IMAGE.token beside the image).
+    #[arg(long, global = true, env = "BATOS_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +104,9 @@ pub enum Command {
         /// default: one per two cores.
         #[arg(long)]
         compiles: Option<usize>,
+        /// Seconds one compile may run before its process group is killed.
+        #[arg(long, default_value_t = 60)]
+        compile_timeout: u64,
         /// Compile methods with this user's own access when no jail can be made (no bubblewrap,
         /// no user namespaces). Without it such a host refuses every compile.
         #[arg(long, env = "BATOS_UNJAILED_COMPILES", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
@@ -331,8 +337,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 }
             };
             let tx = image.newest_tx()?;
-            let result =
-                json!({"image": global.image.display().to_string(), "tx": tx, "mind": info});
+            crate::access::Tokens::ensure(&global.image)
+                .map_err(|e| Failure::new("internal", e.to_string()))?;
+            let result = json!({
+                "image": global.image.display().to_string(),
+                "tx": tx,
+                "mind": info,
+                "token_file": crate::access::full_token_path(&global.image).display().to_string(),
+            });
             print(&global, &result, || {
                 format!(
                     "created {} from genesis (tx {tx}): `object`, `lobby`, `counter` and the genesis methods{}",
@@ -353,6 +365,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             device,
             generate_timeout,
             compiles,
+            compile_timeout,
             unjailed_compiles,
         } => {
             let shutdown = Arc::new(AtomicBool::new(false));
@@ -377,6 +390,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                         .unwrap_or_else(crate::forge::default_concurrent_compiles)
                         .max(1),
                     allow_unjailed: unjailed_compiles,
+                    compile_time: Duration::from_secs(compile_timeout.max(1)),
                     ..crate::forge::ForgeLimits::default()
                 },
             };
@@ -384,6 +398,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 server::ServerError::Image(e) => Failure::from(e),
                 server::ServerError::Method(e) => Failure::from(e),
                 server::ServerError::Mind(e) => Failure::from(e),
+                server::ServerError::Access(e) => Failure::new("unauthorized", e.to_string()),
                 other => Failure::new("internal", other.to_string()),
             });
         }
@@ -855,7 +870,11 @@ impl Backend {
     /// the file: read-only for inspecting, as the writer for `--offline` writes.
     fn open(global: &Global, writes: bool) -> Result<Backend, Failure> {
         if !global.offline {
-            if let Some(client) = Client::connect(&global.endpoint, PROBE)? {
+            if let Some(mut client) = Client::connect(&global.endpoint, PROBE)? {
+                client.token = global
+                    .token
+                    .clone()
+                    .or_else(|| crate::access::read_full_token(&global.image));
                 if same_image(&client.image, &global.image) {
                     return Ok(Backend::Host(client, Duration::from_secs(global.timeout)));
                 }

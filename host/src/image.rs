@@ -14,6 +14,7 @@
 
 pub mod blobs;
 mod cache;
+pub mod keys;
 mod lock;
 pub mod log;
 pub mod methods;
@@ -89,6 +90,8 @@ pub enum ImageError {
         "this image has schema version {found}, older than {known}: open it once for writing to migrate it"
     )]
     OlderSchema { found: i64, known: i64 },
+    #[error("a request with the key `{0}` is being applied right now: retry to get its reply")]
+    KeyApplied(String),
     #[error("a transaction is already open on this image connection")]
     InTransaction,
     #[error("this image is open read-only")]
@@ -161,6 +164,7 @@ impl ImageError {
             ImageError::TooDeep(_) => "delegation-too-deep",
             ImageError::Locked { .. } => "locked",
             ImageError::ReadOnly => "read-only",
+            ImageError::KeyApplied(_) => "busy",
             ImageError::NotFound(_) | ImageError::AlreadyExists(_) => "bad-request",
             ImageError::NewerSchema { .. }
             | ImageError::OlderSchema { .. }
@@ -266,6 +270,10 @@ pub struct Image {
     lock: Option<Arc<WriterLock>>,
     /// As opened, for reconnecting (see [`Image::recover`]).
     durability: Durability,
+    /// The retry key the next transaction records (see [`keys`]).
+    request_key: Option<String>,
+    /// The key a transaction committed since it was expected.
+    committed_key: Option<String>,
 }
 
 impl Image {
@@ -303,6 +311,8 @@ impl Image {
             seen: Cell::new(0),
             lock: Some(Arc::new(lock)),
             durability,
+            request_key: None,
+            committed_key: None,
         };
         image.configure(durability)?;
         image.bring_to_life()?;
@@ -336,6 +346,8 @@ impl Image {
             seen: Cell::new(0),
             lock: None,
             durability: Durability::Full,
+            request_key: None,
+            committed_key: None,
         })
     }
 
@@ -354,6 +366,8 @@ impl Image {
             seen: Cell::new(trusted(self.commits.load(Ordering::Acquire))),
             lock: Some(Arc::clone(lock)),
             durability,
+            request_key: None,
+            committed_key: None,
         };
         image.configure(durability)?;
         Ok(image)
@@ -370,6 +384,8 @@ impl Image {
             seen: Cell::new(0),
             lock: None,
             durability: Durability::Normal,
+            request_key: None,
+            committed_key: None,
         };
         image.configure(Durability::Normal)?;
         image.bring_to_life()?;
@@ -491,6 +507,7 @@ impl Image {
         // The odd stretch of the count around this transaction's `COMMIT`, once it commits.
         let commits = Arc::clone(&self.commits);
         let mut committing = None;
+        let mut claimed = None;
         let outcome = tx.begin().map_err(E::from).and_then(|()| {
             // The write lock is held from here on: nobody else commits until this transaction
             // ends, so the cache, fresh now, stays fresh, and the transaction may read through
@@ -504,6 +521,11 @@ impl Image {
             }
             tx.guard_touched()?;
             tx.ensure_row()?;
+            // A retry key goes with the changes it applied: both commit, or neither.
+            if let Some(key) = self.request_key.take() {
+                keys::claim(tx.conn()?, &key, tx.id.0)?;
+                claimed = Some(key);
+            }
             committing = Some(CommitWindow::open(&commits));
             tx.conn()?
                 .prepare_cached("COMMIT")
@@ -526,6 +548,7 @@ impl Image {
         self.conn = Some(conn);
         let committed = outcome.is_ok() && !(tx.discard_if_unchanged && tx.seq == 0);
         if committed {
+            self.committed_key = claimed;
             if let Some(cache) = &self.cache {
                 cache.invalidate(tx.touched.iter().copied());
             }

@@ -24,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod cli;
 pub mod cognition;
 pub mod forge;

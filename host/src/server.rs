@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::cognition::{self, CognitionError, Journal, Mission, Outcome};
+use crate::image::keys::{self, Recorded};
 use crate::image::{Durability, Image, ImageError};
 use crate::method::{MethodError, Methods};
 use crate::mind::scripted::ScriptedMind;
@@ -73,6 +74,8 @@ pub enum ServerError {
     Cognition(#[from] CognitionError),
     #[error("cannot start a worker: {0}")]
     Worker(std::io::Error),
+    #[error(transparent)]
+    Access(#[from] crate::access::AccessError),
 }
 
 fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
@@ -184,6 +187,15 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     if completer.is_some() {
         cognition::ensure_objects(&mut primary)?;
     }
+    // Replies a dead host committed but never recorded: a retry learns they were applied.
+    let lost = primary.mark_lost_replies()?;
+    if lost > 0 {
+        eprintln!(
+            "batos: {lost} keyed request(s) applied by an earlier host lost their replies; retries are told so"
+        );
+    }
+    // Who may ask: the image's tokens, beside it (made now for an image that has none).
+    let tokens = crate::access::Tokens::ensure(&options.image)?;
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
     let mut reads = ReadCache::new(primary.commit_counter());
     // The absolute path, so a client can tell whether this is the image it means.
@@ -359,6 +371,13 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                         &Failure::new("shutting-down", "the host is shutting down"),
                     );
                     deliver(&router, job.reply_frames(reply));
+                    continue;
+                }
+                if let Err(refused) = crate::access::admit(&tokens, &job.payload) {
+                    deliver(
+                        &router,
+                        job.reply_frames(failure_reply(&job.payload, &refused)),
+                    );
                     continue;
                 }
                 if let Some(reply) = quick_answer(&job.payload, &image_name, &newest)
@@ -687,7 +706,10 @@ fn read_key(request: &Value) -> Option<String> {
         return None;
     }
     let mut request = request.as_object()?.clone();
-    request.remove("id");
+    // Not part of what is read: who asked (admitted already), and under which retry key.
+    for envelope in ["id", "token", "key"] {
+        request.remove(envelope);
+    }
     Some(Value::Object(request).to_string())
 }
 
@@ -791,12 +813,36 @@ fn answer_with(
         }
     };
     let id = value.get("id").cloned().unwrap_or(Value::Null);
+    let key = match retry_key(&value) {
+        Ok(key) => key,
+        Err(failure) => return Answer::Reply(failure_reply(payload, &failure), None),
+    };
+    if let Some(key) = &key {
+        match image.recorded(key) {
+            // Applied before: the reply it got, again; nothing runs twice.
+            Ok(Some(Recorded {
+                reply: Some(reply), ..
+            })) => return Answer::Reply(replayed(&id, &reply), None),
+            Ok(Some(Recorded { tx, reply: None })) => {
+                let failure = Failure::new(
+                    "busy",
+                    format!(
+                        "the request with this key was applied in tx {tx} and is being answered: retry to get its reply"
+                    ),
+                );
+                return Answer::Reply(failure_reply(payload, &failure), None);
+            }
+            Ok(None) => {}
+            Err(e) => return Answer::Reply(failure_reply(payload, &Failure::from(e)), None),
+        }
+    }
     // A send, kept for cognition in case nothing understands it.
     let mut sent: Option<Request> = None;
     let request = Request::decode(&value);
     if installs && matches!(request, Ok(Request::Install { .. })) {
         return Answer::Install;
     }
+    image.expect_key(key);
     let outcome = request.and_then(|request| {
         if cognition && matches!(request, Request::Send { .. }) {
             sent = Some(request.clone());
@@ -811,13 +857,24 @@ fn answer_with(
             ))
         })
     });
+    let committed_key = image.take_committed_key();
     // A panic mid-transaction takes the connection with it; the next request needs one.
     if let Err(e) = image.recover() {
         eprintln!("batos: a worker could not reopen the image: {e}");
     }
+    // The reply as a retry of the same key will get it (before it is sent: an acknowledged
+    // request's reply is always on record).
+    let record = |image: &Image, body: String| {
+        if let Some(key) = &committed_key
+            && let Err(e) = image.record_reply(key, &body)
+        {
+            eprintln!("batos: the reply to a keyed request was not recorded: {e}");
+        }
+    };
     match outcome {
         Ok(result) => {
             let text = result.to_string();
+            record(image, format!("{{\"ok\":true,\"result\":{text}}}"));
             let reply = format!("{{\"id\":{id},\"ok\":true,\"result\":{text}}}").into_bytes();
             Answer::Reply(reply, read_key(&value).map(|key| (key, text)))
         }
@@ -841,10 +898,40 @@ fn answer_with(
                     actor: actor.to_owned(),
                 });
             }
+            record(
+                image,
+                json!({"ok": false, "error": failure.to_json()}).to_string(),
+            );
             let reply = json!({"id": id, "ok": false, "error": failure.to_json()});
             Answer::Reply(reply.to_string().into_bytes(), None)
         }
     }
+}
+
+/// The request's retry key, if it has one (a non-empty string of at most
+/// [`keys::MAX_KEY_BYTES`]).
+fn retry_key(request: &Value) -> Result<Option<String>, Failure> {
+    match request.get("key") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(key)) if !key.is_empty() && key.len() <= keys::MAX_KEY_BYTES => {
+            Ok(Some(key.clone()))
+        }
+        Some(_) => Err(Failure::new(
+            "bad-request",
+            format!(
+                "`key` must be a non-empty string of at most {} bytes",
+                keys::MAX_KEY_BYTES
+            ),
+        )),
+    }
+}
+
+/// A recorded reply, sent again under this request's id.
+fn replayed(id: &Value, recorded: &str) -> Vec<u8> {
+    let mut reply = serde_json::from_str::<Value>(recorded).unwrap_or_else(|_| json!({"ok": false, "error": {"code": "internal", "message": "the recorded reply is damaged"}}));
+    reply["id"] = id.clone();
+    reply["replayed"] = json!(true);
+    reply.to_string().into_bytes()
 }
 
 /// A receiver and a selector: messages with the same key share one cycle.

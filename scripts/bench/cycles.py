@@ -53,7 +53,8 @@ def same(a, b):
 
 
 class Client:
-    def __init__(self, endpoint):
+    def __init__(self, endpoint, token):
+        self.token = token
         self.socket = zmq.Context.instance().socket(zmq.DEALER)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVTIMEO, 30 * 60 * 1000)
@@ -63,6 +64,7 @@ class Client:
     def ask(self, **request):
         self.n += 1
         request["id"] = self.n
+        request["token"] = self.token
         self.socket.send_string(json.dumps(request))
         reply = json.loads(self.socket.recv())
         assert reply["id"] == self.n, reply
@@ -157,7 +159,8 @@ def run_setting(args, missions, setting):
             # Keep reading the host's log, so it never blocks on a full pipe.
             log = []
             threading.Thread(target=lambda: log.extend(host.stderr), daemon=True).start()
-            client = Client(endpoint)
+            with open(image + ".token") as f:
+                client = Client(endpoint, f.read().strip())
             client.ask(op="set", to="cognition", slot="attempts", value=args.attempts)
             client.ask(op="set", to="cognition", slot="examples_from_intent", value=setting == "intent")
             mind = None

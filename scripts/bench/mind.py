@@ -95,10 +95,12 @@ def prefix_cache(base, env):
                 break
             if time.time() > deadline or host.poll() is not None:
                 sys.exit(f"the host did not start: {host.stderr.read() if host.poll() is not None else ''}")
+        with open(base[base.index("--image") + 1] + ".token") as f:
+            token = f.read().strip()
         turns = []
         for i, mission in enumerate(["Write `double`: multiply the slot count by 2, store it and answer it.",
                                      "Write `push`: append args[0] to the list in slot items and answer its length."]):
-            sock.send_json({"id": i + 1, "op": "generate", "system": system, "max_tokens": 8,
+            sock.send_json({"id": i + 1, "op": "generate", "token": token, "system": system, "max_tokens": 8,
                             "prompt": f"The contract:\n{contract}\n\n{mission}"})
             while True:  # skip the answers to the pings sent while the host was starting
                 if not sock.poll(600_000):

@@ -45,7 +45,16 @@ def socket(kind, endpoint):
     return s
 
 
+TOKEN = None
+
+
 def ask(s, request):
+    """One request with the image's token (unless it brings its own, or `token=None` is asked)."""
+    request = dict(request)
+    if "token" not in request:
+        request["token"] = TOKEN
+    elif request["token"] is None:
+        del request["token"]
     s.send_json(request)
     return s.recv_json()
 
@@ -53,14 +62,22 @@ def ask(s, request):
 def main():
     with tempfile.TemporaryDirectory() as directory:
         host, endpoint = start(directory)
+        global TOKEN
+        with open(f"{directory}/image.db.token") as f:
+            TOKEN = f.read().strip()
         try:
             dealer, req = socket(zmq.DEALER, endpoint), socket(zmq.REQ, endpoint)
             assert ask(dealer, {"id": "a", "op": "ping"})["id"] == "a"
             assert ask(req, {"id": "b", "op": "ping"})["id"] == "b"
             assert ask(req, {"op": "send", "to": "counter", "selector": "increment"})["result"] == 1
+            # Without the image's token nothing but ping is answered, and nothing changes.
+            for token in [None, "0" * 64]:
+                reply = ask(dealer, {"op": "send", "to": "counter", "selector": "increment", "token": token})
+                assert reply["error"]["code"] == "unauthorized", reply
+            signed = json.dumps({"token": TOKEN})[1:-1]
             for payload, code in [(b"nope", "bad-request"), (b"[]", "bad-request"),
-                                  (b'{"op": "fly"}', "unknown-op"),
-                                  (b'{"op": "get", "to": "lobby"}', "bad-request")]:
+                                  (b'{"op": "fly", %s}' % signed.encode(), "unknown-op"),
+                                  (b'{"op": "get", "to": "lobby", %s}' % signed.encode(), "bad-request")]:
                 dealer.send(payload)
                 reply = dealer.recv_json()
                 assert reply["ok"] is False and reply["error"]["code"] == code, (payload, reply)
@@ -79,7 +96,7 @@ def main():
             assert count == 5001, count
 
             big = socket(zmq.DEALER, endpoint)
-            big.send_json({"op": "set", "to": "lobby", "slot": "big", "value": "x" * (2 << 20)})
+            big.send_json({"op": "set", "to": "lobby", "slot": "big", "value": "x" * (2 << 20), "token": TOKEN})
             assert ask(dealer, {"op": "ping"})["ok"], "others are served after an oversized message"
             host.terminate()
             assert host.wait(timeout=30) == 0, "SIGTERM exits 0"

@@ -129,6 +129,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER cycle_events_never_deleted BEFORE DELETE ON cycle_events
         BEGIN SELECT RAISE(ABORT, 'a cycle transcript is append-only'); END;
     "#,
+    // 5: retry keys: a client's key for a request, the transaction that applied it (written in
+    // that same transaction) and its reply (written right after). Not image state: replay and
+    // the state hash never read it; old keys are pruned.
+    r#"
+    CREATE TABLE request_keys (
+        key   TEXT PRIMARY KEY,
+        tx    INTEGER NOT NULL,
+        at    REAL NOT NULL,
+        reply TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX request_keys_by_age ON request_keys(at);
+    "#,
 ];
 
 /// The schema version this build writes.

@@ -12,6 +12,8 @@ pub struct Client {
     socket: zmq::Socket,
     /// What the host said it serves (`ping`'s `image`).
     pub image: String,
+    /// The access token every request carries (none: only `ping` is answered).
+    pub token: Option<String>,
     next_id: u64,
     _context: zmq::Context,
 }
@@ -47,6 +49,7 @@ impl Client {
         let mut client = Client {
             socket,
             image: String::new(),
+            token: None,
             next_id: 0,
             _context: context,
         };
@@ -65,6 +68,9 @@ impl Client {
         self.next_id += 1;
         let id = format!("cli-{}-{}", std::process::id(), self.next_id);
         request["id"] = json!(id);
+        if let Some(token) = &self.token {
+            request["token"] = json!(token);
+        }
         self.socket
             .send(request.to_string().as_bytes(), 0)
             .map_err(|e| Failure::new("internal", format!("sending to the host: {e}")))?;
@@ -155,6 +161,9 @@ fn leak_code(code: &str) -> &'static str {
         "delegation-too-deep",
         "shutting-down",
         "replay-mismatch",
+        "unauthorized",
+        "busy",
+        "compile-refused",
         "internal",
     ];
     CODES

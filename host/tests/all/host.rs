@@ -9,9 +9,9 @@ use batos::image::{Durability, Image};
 use batos::object::ObjRef;
 use serde_json::{Value, json};
 
-use crate::support::{Host, ask, integrity_ok, stderr, stdout};
+use crate::support::{Dealer, Host, ask, integrity_ok, stderr, stdout};
 
-fn raw(socket: &zmq::Socket, payload: &[u8]) -> Value {
+fn raw(socket: &Dealer, payload: &[u8]) -> Value {
     socket.send(payload, 0).expect("send");
     serde_json::from_slice(&socket.recv_bytes(0).expect("reply")).expect("reply is JSON")
 }
@@ -47,6 +47,7 @@ fn dealer_and_req_clients_get_their_replies_with_ids_echoed() {
     let req = zmq::Context::new().socket(zmq::REQ).expect("req");
     req.set_linger(0).expect("linger");
     req.connect(&host.endpoint).expect("connect");
+    let req = Dealer::wrap(req, host.token());
     let reply = ask(
         &req,
         json!({"id": "r", "op": "get", "to": "counter", "slot": "count"}),
@@ -389,4 +390,187 @@ fn a_second_signal_exits_at_once_and_the_image_stays_whole() {
     let image = host.scratch.image_path();
     integrity_ok(&image);
     assert!(count_in(&image) >= acknowledged.load(Ordering::SeqCst));
+}
+
+#[test]
+fn a_client_without_the_token_is_refused_and_changes_nothing() {
+    let host = Host::start("normal");
+    let owner = host.dealer();
+    let stranger = host.stranger();
+    // ping needs no token: anyone may find out a host is there.
+    assert_eq!(ask(&stranger, json!({"op": "ping"}))["ok"], json!(true));
+    let before = ask(&owner, json!({"op": "ping"}))["result"]["tx"].clone();
+    let wrong = "0".repeat(64);
+    let read_token =
+        std::fs::read_to_string(batos::access::read_token_path(&host.scratch.image_path()))
+            .expect("read token");
+    let read_token = read_token.trim();
+    for token in [None, Some(wrong.as_str()), Some(""), Some("x")] {
+        for request in [
+            json!({"op": "set", "to": "lobby", "slot": "owned", "value": 1}),
+            json!({"op": "send", "to": "counter", "selector": "increment"}),
+            json!({"op": "undo", "tx": 1}),
+            json!({"op": "install", "to": "lobby", "selector": "x", "source": "pub fn run() {}"}),
+            json!({"op": "get", "to": "counter", "slot": "count"}),
+            json!({"op": "history"}),
+        ] {
+            let mut request = request;
+            if let Some(token) = token {
+                request["token"] = json!(token);
+            }
+            let reply = ask(&stranger, request.clone());
+            assert_eq!(
+                reply["error"]["code"],
+                json!("unauthorized"),
+                "{request}: {reply}"
+            );
+            assert!(
+                !reply.to_string().contains(&host.token()),
+                "no token in a reply"
+            );
+        }
+    }
+    // The read-only token reads, and writes nothing.
+    let got = ask(
+        &stranger,
+        json!({"op": "get", "to": "counter", "slot": "count", "token": read_token}),
+    );
+    assert_eq!(got["result"], json!(0), "{got}");
+    for request in [
+        json!({"op": "set", "to": "lobby", "slot": "owned", "value": 1, "token": read_token}),
+        json!({"op": "send", "to": "counter", "selector": "increment", "token": read_token}),
+        json!({"op": "parents", "to": "lobby", "parents": [], "token": read_token}),
+        json!({"op": "generate", "prompt": "hi", "token": read_token}),
+    ] {
+        let reply = ask(&stranger, request.clone());
+        assert_eq!(
+            reply["error"]["code"],
+            json!("unauthorized"),
+            "{request}: {reply}"
+        );
+    }
+    assert_eq!(
+        ask(&owner, json!({"op": "ping"}))["result"]["tx"],
+        before,
+        "nothing committed"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(batos::access::full_token_path(&host.scratch.image_path()))
+        .expect("token file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "only the owner reads the token");
+}
+
+#[test]
+fn compiles_wait_in_their_queue_without_holding_a_worker() {
+    let host = Host::start_with_args(
+        crate::support::Scratch::new(),
+        "normal",
+        crate::support::MIND,
+        &["--compiles", "1", "--compile-timeout", "3"],
+    );
+    let source = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/compiles/const_eval_loop.rs"),
+    )
+    .expect("source");
+    // More endless compiles than workers: each runs out its time limit, one at a time.
+    let attackers: Vec<Dealer> = (0..5).map(|_| host.dealer()).collect();
+    for (n, attacker) in attackers.iter().enumerate() {
+        let request = json!({"op": "install", "to": "lobby", "selector": format!("spin{n}"), "source": source});
+        attacker.send(request.to_string(), 0).expect("send");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let reader = host.dealer();
+    for n in 0..20 {
+        let reply = ask(
+            &reader,
+            json!({"id": n, "op": "send", "to": "counter", "selector": "increment"}),
+        );
+        assert_eq!(reply["result"], json!(n + 1), "{reply}");
+    }
+    // Every read and write above was answered while the first compile still ran.
+    for attacker in &attackers {
+        let mut items = [attacker.as_poll_item(zmq::POLLIN)];
+        zmq::poll(&mut items, 0).expect("poll");
+        assert!(!items[0].is_readable(), "no compile had finished yet");
+    }
+    for attacker in &attackers {
+        let reply: Value =
+            serde_json::from_slice(&attacker.recv_bytes(0).expect("reply")).expect("json");
+        assert_eq!(reply["error"]["code"], json!("compile-failed"), "{reply}");
+    }
+}
+
+#[test]
+fn a_retried_key_gets_the_recorded_reply_and_applies_once() {
+    let host = Host::start("normal");
+    let client = host.dealer();
+    let first = ask(
+        &client,
+        json!({"id": 1, "op": "send", "to": "counter", "selector": "increment", "key": "inc-1"}),
+    );
+    assert_eq!(first["result"], json!(1), "{first}");
+    for n in 2..5 {
+        let again = ask(
+            &client,
+            json!({"id": n, "op": "send", "to": "counter", "selector": "increment", "key": "inc-1"}),
+        );
+        assert_eq!(
+            (again["id"].clone(), again["result"].clone()),
+            (json!(n), json!(1)),
+            "{again}"
+        );
+        assert_eq!(again["replayed"], json!(true));
+    }
+    // Another key is another request.
+    let second = ask(
+        &client,
+        json!({"op": "send", "to": "counter", "selector": "increment", "key": "inc-2"}),
+    );
+    assert_eq!(second["result"], json!(2));
+    assert_eq!(
+        ask(
+            &client,
+            json!({"op": "get", "to": "counter", "slot": "count"})
+        )["result"],
+        json!(2)
+    );
+    // A keyed request that failed changed nothing, so its retry runs again.
+    for _ in 0..2 {
+        let failed = ask(
+            &client,
+            json!({"op": "set", "to": "nobody", "slot": "x", "value": 1, "key": "bad-1"}),
+        );
+        assert_eq!(failed["error"]["code"], json!("no-such-object"), "{failed}");
+        assert_eq!(failed.get("replayed"), None);
+    }
+    for key in [json!(7), json!(""), json!("k".repeat(129))] {
+        let reply = ask(
+            &client,
+            json!({"op": "send", "to": "counter", "selector": "increment", "key": key}),
+        );
+        assert_eq!(reply["error"]["code"], json!("bad-request"), "{reply}");
+    }
+    // The keys survive a restart.
+    let mut host = host;
+    assert!(host.terminate().success());
+    let host = Host::start_in(host.into_scratch(), "normal");
+    let client = host.dealer();
+    let again = ask(
+        &client,
+        json!({"op": "send", "to": "counter", "selector": "increment", "key": "inc-2"}),
+    );
+    assert_eq!(
+        (again["result"].clone(), again["replayed"].clone()),
+        (json!(2), json!(true))
+    );
+    assert_eq!(
+        ask(
+            &client,
+            json!({"op": "get", "to": "counter", "slot": "count"})
+        )["result"],
+        json!(2)
+    );
 }

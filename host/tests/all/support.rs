@@ -144,6 +144,11 @@ impl Host {
 
     /// A host running `mind` (`none`, `image`, ...).
     pub fn start_with(scratch: Scratch, durability: &str, mind: &str) -> Host {
+        Self::start_with_args(scratch, durability, mind, &[])
+    }
+
+    /// The same, with more arguments for `serve`.
+    pub fn start_with_args(scratch: Scratch, durability: &str, mind: &str, extra: &[&str]) -> Host {
         // Loopback TCP on a port the kernel just handed out (and we handed back).
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -164,6 +169,7 @@ impl Host {
                 "--workers",
                 "4",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -193,11 +199,28 @@ impl Host {
         }
     }
 
-    pub fn dealer(&self) -> zmq::Socket {
+    /// A DEALER whose requests carry the image's full token.
+    pub fn dealer(&self) -> Dealer {
         let socket = zmq::Context::new().socket(zmq::DEALER).expect("dealer");
         socket.set_linger(0).expect("linger");
         socket.connect(&self.endpoint).expect("connect");
-        socket
+        Dealer::wrap(socket, self.token())
+    }
+
+    /// A DEALER that sends exactly what it is given (no token).
+    pub fn stranger(&self) -> Dealer {
+        let socket = zmq::Context::new().socket(zmq::DEALER).expect("dealer");
+        socket.set_linger(0).expect("linger");
+        socket.connect(&self.endpoint).expect("connect");
+        Dealer {
+            socket,
+            token: None,
+        }
+    }
+
+    /// The image's full token, from its file beside the image.
+    pub fn token(&self) -> String {
+        batos::access::read_full_token(&self.scratch.image_path()).expect("the host made a token")
     }
 
     /// Gives up the host (already stopped) but keeps its directory and image.
@@ -220,8 +243,43 @@ impl Drop for Host {
     }
 }
 
+/// A client socket that puts its token into every JSON object request it sends.
+pub struct Dealer {
+    socket: zmq::Socket,
+    token: Option<String>,
+}
+
+impl Dealer {
+    pub fn wrap(socket: zmq::Socket, token: String) -> Dealer {
+        Dealer {
+            socket,
+            token: Some(token),
+        }
+    }
+
+    /// Sends `data`, with the token added if it is a JSON object that has none.
+    pub fn send(&self, data: impl AsRef<[u8]>, flags: i32) -> zmq::Result<()> {
+        let data = data.as_ref();
+        let signed = match (&self.token, serde_json::from_slice::<Value>(data)) {
+            (Some(token), Ok(Value::Object(mut request))) if !request.contains_key("token") => {
+                request.insert("token".into(), Value::String(token.clone()));
+                Value::Object(request).to_string().into_bytes()
+            }
+            _ => data.to_vec(),
+        };
+        self.socket.send(signed, flags)
+    }
+}
+
+impl std::ops::Deref for Dealer {
+    type Target = zmq::Socket;
+    fn deref(&self) -> &zmq::Socket {
+        &self.socket
+    }
+}
+
 /// One request over a DEALER, waiting for its reply.
-pub fn ask(socket: &zmq::Socket, request: Value) -> Value {
+pub fn ask(socket: &Dealer, request: Value) -> Value {
     socket
         .send(request.to_string().as_bytes(), 0)
         .expect("send");
