@@ -104,6 +104,18 @@ pub enum Command {
         /// default: one per two cores.
         #[arg(long)]
         compiles: Option<usize>,
+        /// Requests in flight from one client, at most (past it: `busy`).
+        #[arg(long, default_value_t = 64)]
+        max_in_flight_per_client: usize,
+        /// Bytes of requests in flight, at most (past it: `busy`).
+        #[arg(long, default_value_t = 64 << 20)]
+        max_queued_bytes: usize,
+        /// The largest reply sent; a larger one is answered `too-large`.
+        #[arg(long, default_value_t = 16 << 20)]
+        max_reply_bytes: usize,
+        /// Bytes the read cache may hold.
+        #[arg(long, default_value_t = 64 << 20)]
+        read_cache_bytes: usize,
         /// Seconds one compile may run before its process group is killed.
         #[arg(long, default_value_t = 60)]
         compile_timeout: u64,
@@ -367,6 +379,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             compiles,
             compile_timeout,
             unjailed_compiles,
+            max_in_flight_per_client,
+            max_queued_bytes,
+            max_reply_bytes,
+            read_cache_bytes,
         } => {
             let shutdown = Arc::new(AtomicBool::new(false));
             for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -385,6 +401,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 mind,
                 device,
                 generate_timeout: Duration::from_secs(generate_timeout),
+                budget: server::load::Budget {
+                    per_client: max_in_flight_per_client.max(1),
+                    queued_bytes: max_queued_bytes,
+                    reply_bytes: max_reply_bytes,
+                    read_cache_bytes,
+                    message_bytes: usize::try_from(max_message_bytes).unwrap_or(usize::MAX),
+                    ..server::load::Budget::default()
+                },
                 forge: crate::forge::ForgeLimits {
                     concurrent: compiles
                         .unwrap_or_else(crate::forge::default_concurrent_compiles)

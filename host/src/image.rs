@@ -67,6 +67,55 @@ pub fn remove_files(image: &Path) {
     }
 }
 
+/// The largest slot value, as JSON text.
+pub const MAX_SLOT_BYTES: usize = 1 << 20;
+
+/// The deepest nesting of arrays and objects a slot value may have: the log wraps each value in
+/// a few more levels, and every reader of the log must still parse it.
+pub const MAX_VALUE_DEPTH: usize = 64;
+
+/// A value a slot may hold: at most [`MAX_SLOT_BYTES`] as JSON, nested at most
+/// [`MAX_VALUE_DEPTH`] deep.
+pub fn check_value(slot: &str, value: &Value) -> Result<(), ImageError> {
+    fn depth(value: &Value) -> usize {
+        match value {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > MAX_SLOT_BYTES {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let nested = depth(value);
+    if nested > MAX_VALUE_DEPTH {
+        return Err(ImageError::BadValue {
+            slot: slot.to_owned(),
+            reason: format!(
+                "it is nested {nested} deep; at most {MAX_VALUE_DEPTH} levels are kept"
+            ),
+        });
+    }
+    let mut count = Count(0);
+    if serde_json::to_writer(&mut count, value).is_err() {
+        return Err(ImageError::ValueTooLarge {
+            slot: slot.to_owned(),
+            limit: MAX_SLOT_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// The actor of the first transaction.
 pub const GENESIS_ACTOR: &str = "genesis";
 
@@ -90,6 +139,12 @@ pub enum ImageError {
         "this image has schema version {found}, older than {known}: open it once for writing to migrate it"
     )]
     OlderSchema { found: i64, known: i64 },
+    #[error(
+        "the value for `{slot}` is larger than {limit} bytes as JSON: keep large data in several slots or objects"
+    )]
+    ValueTooLarge { slot: String, limit: usize },
+    #[error("the value for `{slot}` cannot be kept: {reason}")]
+    BadValue { slot: String, reason: String },
     #[error("a request with the key `{0}` is being applied right now: retry to get its reply")]
     KeyApplied(String),
     #[error("a transaction is already open on this image connection")]
@@ -165,6 +220,8 @@ impl ImageError {
             ImageError::Locked { .. } => "locked",
             ImageError::ReadOnly => "read-only",
             ImageError::KeyApplied(_) => "busy",
+            ImageError::ValueTooLarge { .. } => "too-large",
+            ImageError::BadValue { .. } => "bad-request",
             ImageError::NotFound(_) | ImageError::AlreadyExists(_) => "bad-request",
             ImageError::NewerSchema { .. }
             | ImageError::OlderSchema { .. }
@@ -1130,6 +1187,9 @@ impl Tx {
     }
 
     pub fn set_slot(&mut self, oid: Oid, slot: &str, value: Slot) -> Result<(), ImageError> {
+        if let Slot::Value(value) = &value {
+            check_value(slot, value)?;
+        }
         self.db()?.existing(oid)?;
         let before = self.db()?.own_slot(oid, slot)?;
         self.record(Change::Slot {

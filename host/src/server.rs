@@ -16,6 +16,7 @@
 //! then), and returns; dropping the image closes it and releases the lock.
 
 pub mod client;
+pub mod load;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -53,6 +54,8 @@ pub struct ServeOptions {
     pub generate_timeout: Duration,
     /// How methods compile: how many at once, the jail, the bounds.
     pub forge: crate::forge::ForgeLimits,
+    /// What the host holds for its clients (requests in flight, bytes, replies, the read cache).
+    pub budget: load::Budget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +88,9 @@ fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
     }
 }
 
-/// Requests handed to workers and not yet answered, at most: past this the loop stops reading.
-const MAX_QUEUED: usize = 1024;
+/// Cycles (distinct receivers and selectors) waiting for the mind, at most: past this a message
+/// nobody understands is answered `busy`.
+const CYCLES_WAITING: usize = 64;
 
 /// Installs waiting for the compiler, at most: past this an install is answered `busy`.
 const INSTALL_QUEUE: usize = 32;
@@ -197,7 +201,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // Who may ask: the image's tokens, beside it (made now for an image that has none).
     let tokens = crate::access::Tokens::ensure(&options.image)?;
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
-    let mut reads = ReadCache::new(primary.commit_counter());
+    let mut reads = ReadCache::new(primary.commit_counter(), options.budget.read_cache_bytes);
+    let mut load = load::Load::new(options.budget.clone());
     // The absolute path, so a client can tell whether this is the image it means.
     let image_name = std::fs::canonicalize(&options.image)
         .unwrap_or_else(|_| options.image.clone())
@@ -212,8 +217,10 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     router
         .set_router_mandatory(true)
         .map_err(zmq_err("ZMQ_ROUTER_MANDATORY"))?;
-    router.set_sndhwm(10_000).map_err(zmq_err("ZMQ_SNDHWM"))?;
-    router.set_rcvhwm(10_000).map_err(zmq_err("ZMQ_RCVHWM"))?;
+    // Per client: replies waiting for a client that does not read (past this they are dropped),
+    // and messages libzmq holds before the socket thread reads them (it reads without pause).
+    router.set_sndhwm(256).map_err(zmq_err("ZMQ_SNDHWM"))?;
+    router.set_rcvhwm(1000).map_err(zmq_err("ZMQ_RCVHWM"))?;
     router.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
     router
         .bind(&options.bind)
@@ -326,27 +333,24 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         std::process::id()
     );
 
-    let mut in_flight: usize = 0;
     let mut draining_since: Option<Instant> = None;
     loop {
         if draining_since.is_none() && shutdown.load(Ordering::SeqCst) {
-            eprintln!("batos: shutting down: {in_flight} request(s) in flight");
+            eprintln!(
+                "batos: shutting down: {} request(s) in flight",
+                load.in_flight()
+            );
             draining_since = Some(Instant::now());
         }
         if let Some(since) = draining_since
-            && (in_flight == 0 || since.elapsed() > options.grace)
+            && (load.in_flight() == 0 || since.elapsed() > options.grace)
         {
             break;
         }
-        // A full queue stops the loop taking requests: they wait in libzmq, bounded by its
-        // high-water marks, instead of in an unbounded queue here.
-        let router_events = if in_flight < MAX_QUEUED {
-            zmq::POLLIN
-        } else {
-            zmq::PollEvents::empty()
-        };
+        // The loop reads every request as it comes, whatever is in flight: past a bound it
+        // answers `busy` (see `load`), so libzmq never holds a backlog for it.
         let mut items = [
-            router.as_poll_item(router_events),
+            router.as_poll_item(zmq::POLLIN),
             replies.as_poll_item(zmq::POLLIN),
         ];
         match zmq::poll(&mut items, 50) {
@@ -357,13 +361,26 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         let (requests_ready, replies_ready) = (items[0].is_readable(), items[1].is_readable());
         if replies_ready {
             while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
-                in_flight = in_flight.saturating_sub(1);
-                reads.remember(&frames.remove(0));
+                let header = frames.remove(0);
+                let (size, memo) = read_header(&header);
+                if let Some(identity) = frames.first() {
+                    load.done(identity, size);
+                }
+                reads.remember(memo);
+                bound_reply(&mut frames, load.budget().reply_bytes);
                 deliver(&router, frames);
             }
         }
         if requests_ready {
             while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
+                if let Err(refused) = load.check_message(&frames) {
+                    // Not a request of ours to mirror: the answer goes to the sender alone.
+                    if let Some(identity) = frames.first() {
+                        let reply = failure_reply(b"", &refused);
+                        deliver(&router, vec![identity.clone(), reply]);
+                    }
+                    continue;
+                }
                 let Some(job) = split(frames) else { continue };
                 if draining_since.is_some() {
                     let reply = failure_reply(
@@ -386,14 +403,20 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
+                if let Err(busy) = load.take(&job.identity, job.payload.len()) {
+                    deliver(
+                        &router,
+                        job.reply_frames(failure_reply(&job.payload, &busy)),
+                    );
+                    continue;
+                }
                 if let Some(mind) = &mind
                     && let Some(request) = generation(&job.payload)
                 {
-                    in_flight += 1;
                     let pending =
                         mind.generate(request, Some(Instant::now() + options.generate_timeout));
                     if let Err(mpsc::SendError((job, _))) = relay_jobs.send((job, pending)) {
-                        in_flight -= 1;
+                        load.done(&job.identity, job.payload.len());
                         let failure = Failure::new("internal", "the mind's relay is gone");
                         deliver(
                             &router,
@@ -402,9 +425,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     }
                     continue;
                 }
-                in_flight += 1;
                 if let Err(mpsc::SendError(job)) = jobs.send(job) {
-                    in_flight -= 1;
+                    load.done(&job.identity, job.payload.len());
                     let reply =
                         failure_reply(&job.payload, &Failure::new("internal", "no worker is left"));
                     deliver(&router, job.reply_frames(reply));
@@ -436,6 +458,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         }
         while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
             frames.remove(0);
+            bound_reply(&mut frames, load.budget().reply_bytes);
             deliver(&router, frames);
         }
         while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
@@ -463,6 +486,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     }
     while let Ok(mut frames) = replies.recv_multipart(zmq::DONTWAIT) {
         frames.remove(0);
+        bound_reply(&mut frames, load.budget().reply_bytes);
         deliver(&router, frames);
     }
     drop(primary);
@@ -544,14 +568,53 @@ fn relay_generations(
     }
 }
 
-/// Hands a reply back to the socket thread, after `memo` (what its read cache may keep, or
+/// Hands a reply back to the socket thread, after a header: the request's size (8 bytes, so the
+/// socket thread can free what it counted) and `memo` (what its read cache may keep, or
 /// nothing), on the inproc socket every answering thread has.
 fn hand_back(socket: &zmq::Socket, job: &Job, memo: Vec<u8>, reply: Vec<u8>, who: &str) {
     let mut frames = job.reply_frames(reply);
-    frames.insert(0, memo);
+    let mut header = (job.payload.len() as u64).to_le_bytes().to_vec();
+    header.extend(memo);
+    frames.insert(0, header);
     if let Err(e) = socket.send_multipart(frames.iter(), 0) {
         eprintln!("batos: {who} could not hand back a reply: {e}");
     }
+}
+
+/// A reply's header: the request's size and the read cache's memo.
+fn read_header(header: &[u8]) -> (usize, &[u8]) {
+    match header.split_first_chunk::<8>() {
+        Some((size, memo)) => (u64::from_le_bytes(*size) as usize, memo),
+        None => (0, &[]),
+    }
+}
+
+/// A reply larger than the budget becomes a `too-large` failure (with the request's id).
+fn bound_reply(frames: &mut [Vec<u8>], limit: usize) {
+    let Some(reply) = frames.last_mut() else {
+        return;
+    };
+    if reply.len() <= limit {
+        return;
+    }
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: Value,
+    }
+    let id = serde_json::from_slice::<Id>(reply)
+        .map(|i| i.id)
+        .unwrap_or(Value::Null);
+    let failure = Failure::new(
+        "too-large",
+        format!(
+            "the reply would be {} bytes; the host sends at most {limit} (--max-reply-bytes): ask for less (a history `limit`, one slot at a time)",
+            reply.len()
+        ),
+    );
+    *reply = json!({"id": id, "ok": false, "error": failure.to_json()})
+        .to_string()
+        .into_bytes();
 }
 
 /// The request's `id`, echoed in its reply (null when there is none or the payload is not JSON).
@@ -671,7 +734,16 @@ impl Worker {
                     Answer::Missing(mission) => {
                         if let Some((cognizer, queue)) = &self.cognition {
                             // The cognition thread answers this one when its cycle ends.
-                            cognizer.submit(queue, job, mission);
+                            if let Err(job) = cognizer.submit(queue, job, mission) {
+                                let failure = Failure::new(
+                                    "busy",
+                                    format!(
+                                        "{CYCLES_WAITING} cognitive cycles are already waiting for the mind: retry later"
+                                    ),
+                                );
+                                let reply = failure_reply(&job.payload, &failure);
+                                hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
+                            }
                         }
                         continue;
                     }
@@ -720,17 +792,22 @@ struct ReadCache {
     commits: Arc<std::sync::atomic::AtomicU64>,
     valid_at: u64,
     results: std::collections::HashMap<String, String>,
+    /// The bytes of keys and results held, and at most how many.
+    bytes: usize,
+    budget: usize,
 }
 
 impl ReadCache {
-    /// At most this many answers; past it the cache starts over.
+    /// At most this many answers; past it (or past its bytes) the cache starts over.
     const MAX: usize = 4096;
 
-    fn new(commits: Arc<std::sync::atomic::AtomicU64>) -> Self {
+    fn new(commits: Arc<std::sync::atomic::AtomicU64>, budget: usize) -> Self {
         ReadCache {
             valid_at: commits.load(Ordering::Acquire),
             commits,
             results: std::collections::HashMap::new(),
+            bytes: 0,
+            budget,
         }
     }
 
@@ -738,6 +815,7 @@ impl ReadCache {
         let now = self.commits.load(Ordering::Acquire);
         if now != self.valid_at {
             self.results.clear();
+            self.bytes = 0;
             self.valid_at = now;
         }
         now
@@ -767,10 +845,19 @@ impl ReadCache {
         if count.parse::<u64>().ok() != Some(self.current()) {
             return;
         }
-        if self.results.len() >= Self::MAX {
-            self.results.clear();
+        let size = key.len() + result.len();
+        // One answer never takes more than an eighth of the budget.
+        if size > self.budget / 8 {
+            return;
         }
-        self.results.insert(key.to_owned(), result.to_owned());
+        if self.results.len() >= Self::MAX || self.bytes + size > self.budget {
+            self.results.clear();
+            self.bytes = 0;
+        }
+        if let Some(old) = self.results.insert(key.to_owned(), result.to_owned()) {
+            self.bytes = self.bytes.saturating_sub(key.len() + old.len());
+        }
+        self.bytes += size;
     }
 }
 
@@ -945,12 +1032,16 @@ struct Cognizer {
 }
 
 impl Cognizer {
-    /// Joins the cycle for this message's key, or opens one.
-    fn submit(&self, queue: &mpsc::Sender<Key>, job: Job, mission: Mission) {
+    /// Joins the cycle for this message's key, or opens one; a full queue of cycles hands the
+    /// job back (to be answered `busy`).
+    fn submit(&self, queue: &mpsc::Sender<Key>, job: Job, mission: Mission) -> Result<(), Job> {
         let key = (mission.receiver, mission.selector.clone());
         let Ok(mut waiting) = self.waiting.lock() else {
-            return;
+            return Err(job);
         };
+        if !waiting.contains_key(&key) && waiting.len() >= CYCLES_WAITING {
+            return Err(job);
+        }
         let entry = waiting.entry(key.clone()).or_default();
         let first = entry.is_empty();
         entry.push((job, mission));
@@ -958,6 +1049,7 @@ impl Cognizer {
             // No cognition thread (shutting down): the waiter is answered by whoever drains.
             waiting.remove(&key);
         }
+        Ok(())
     }
 
     fn first(&self, key: &Key) -> Option<Mission> {

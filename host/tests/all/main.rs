@@ -7,6 +7,7 @@ mod examples;
 mod host;
 mod image;
 mod lifecycle;
+mod limits;
 mod methods;
 mod mind;
 mod replay_property;
