@@ -216,6 +216,13 @@ struct Envelope<'a> {
 /// worker).
 pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<(), crate::protocol::Failure> {
     use crate::protocol::Failure;
+    // serde reads a struct from an array too; a request is an object.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Failure::new(
+            "bad-request",
+            "a request must be a JSON object",
+        ));
+    }
     let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|e| {
         Failure::new(
             "bad-request",

@@ -79,9 +79,13 @@ pub enum Command {
     },
     /// Serve the image to ZeroMQ clients until SIGINT or SIGTERM (creating it if missing).
     Serve {
-        /// The ROUTER endpoint: tcp://HOST:PORT or ipc://PATH. Loopback unless told otherwise.
+        /// The ROUTER endpoint: tcp://HOST:PORT or ipc://PATH. Beyond loopback only with --curve.
         #[arg(long, default_value = "tcp://127.0.0.1:5555")]
         bind: String,
+        /// Encrypt and authenticate connections with ZeroMQ CURVE: the host's keys and the
+        /// clients' allow-list live in IMAGE.curve/ beside the image.
+        #[arg(long)]
+        curve: bool,
         /// Worker threads, each with its own connection to the image.
         #[arg(long, default_value_t = 4)]
         workers: usize,
@@ -370,6 +374,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Serve {
             bind,
+            curve,
             workers,
             max_message_bytes,
             grace_ms,
@@ -401,6 +406,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 mind,
                 device,
                 generate_timeout: Duration::from_secs(generate_timeout),
+                curve,
                 budget: server::load::Budget {
                     per_client: max_in_flight_per_client.max(1),
                     queued_bytes: max_queued_bytes,
@@ -423,6 +429,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 server::ServerError::Method(e) => Failure::from(e),
                 server::ServerError::Mind(e) => Failure::from(e),
                 server::ServerError::Access(e) => Failure::new("unauthorized", e.to_string()),
+                e @ server::ServerError::Exposed(_) => Failure::new("bad-request", e.to_string()),
                 other => Failure::new("internal", other.to_string()),
             });
         }

@@ -16,6 +16,7 @@
 //! then), and returns; dropping the image closes it and releases the lock.
 
 pub mod client;
+pub mod curve;
 pub mod load;
 
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct ServeOptions {
     pub forge: crate::forge::ForgeLimits,
     /// What the host holds for its clients (requests in flight, bytes, replies, the read cache).
     pub budget: load::Budget,
+    /// Serve with ZeroMQ CURVE (needed for a bind beyond loopback).
+    pub curve: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +82,12 @@ pub enum ServerError {
     Worker(std::io::Error),
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    #[error(
+        "refusing to serve {0} without CURVE: anyone who reaches it could try tokens; pass --curve (keys beside the image, clients on its allow-list), or bind to loopback"
+    )]
+    Exposed(String),
+    #[error(transparent)]
+    Curve(#[from] curve::CurveError),
 }
 
 fn zmq_err(what: &str) -> impl FnOnce(zmq::Error) -> ServerError + '_ {
@@ -104,6 +113,10 @@ struct Job {
 
 /// Serves until `shutdown` turns true, then drains and returns.
 pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), ServerError> {
+    // Like Redis's protected mode: beyond loopback only with CURVE, before anything is opened.
+    if !options.curve && !curve::is_loopback(&options.bind) {
+        return Err(ServerError::Exposed(options.bind.clone()));
+    }
     let methods = Arc::new(
         Methods::new(
             crate::forge::default_cache_dir(),
@@ -210,7 +223,22 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         .to_string();
 
     let context = zmq::Context::new();
+    let zap_stop = Arc::new(AtomicBool::new(false));
+    let mut zap = None;
     let router = context.socket(zmq::ROUTER).map_err(zmq_err("socket"))?;
+    if options.curve {
+        let keys = curve::Curve::ensure(&options.image)?;
+        zap = Some(keys.authenticate(&context, Arc::clone(&zap_stop))?);
+        keys.serve(&router)?;
+        eprintln!(
+            "batos: CURVE on: the host's public key is {} (in {}); clients allowed: {}",
+            keys.public_z85,
+            curve::directory(&options.image)
+                .join("server.public")
+                .display(),
+            keys.clients.display()
+        );
+    }
     router
         .set_maxmsgsize(options.max_message_bytes)
         .map_err(zmq_err("ZMQ_MAXMSGSIZE"))?;
@@ -219,8 +247,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         .map_err(zmq_err("ZMQ_ROUTER_MANDATORY"))?;
     // Per client: replies waiting for a client that does not read (past this they are dropped),
     // and messages libzmq holds before the socket thread reads them (it reads without pause).
-    router.set_sndhwm(256).map_err(zmq_err("ZMQ_SNDHWM"))?;
-    router.set_rcvhwm(1000).map_err(zmq_err("ZMQ_RCVHWM"))?;
+    router.set_sndhwm(16).map_err(zmq_err("ZMQ_SNDHWM"))?;
+    router.set_rcvhwm(16).map_err(zmq_err("ZMQ_RCVHWM"))?;
     router.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
     router
         .bind(&options.bind)
@@ -488,6 +516,10 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         frames.remove(0);
         bound_reply(&mut frames, load.budget().reply_bytes);
         deliver(&router, frames);
+    }
+    zap_stop.store(true, Ordering::SeqCst);
+    if let Some(zap) = zap {
+        let _ = zap.join();
     }
     drop(primary);
     eprintln!("batos: stopped; the image is closed and the lock released");

@@ -106,5 +106,61 @@ def main():
                 host.kill()
 
 
+def curve():
+    """Beyond loopback only with CURVE: pyzmq clients on the allow-list connect, others do not."""
+    with tempfile.TemporaryDirectory() as directory:
+        image = f"{directory}/image.db"
+        port = free_port()
+        refused = subprocess.run([BATOS, "--image", image, "serve", "--mind", "none", "--bind", f"tcp://0.0.0.0:{port}"],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "CURVE" in refused.stderr, refused.stderr
+        host = subprocess.Popen(
+            [BATOS, "--image", image, "--durability", "normal", "serve", "--mind", "none", "--curve",
+             "--bind", f"tcp://0.0.0.0:{port}"], stderr=subprocess.PIPE, text=True)
+        try:
+            for line in host.stderr:
+                if "serving" in line:
+                    break
+            threading.Thread(target=lambda: host.stderr.read(), daemon=True).start()
+            with open(f"{image}.curve/server.public") as f:
+                server_key = f.read().strip().encode()
+            with open(f"{image}.token") as f:
+                token = f.read().strip()
+            public, secret = zmq.curve_keypair()
+            with open(f"{image}.curve/clients", "a") as f:
+                f.write(public.decode() + "\n")
+
+            def curve_socket(public, secret):
+                s = zmq.Context.instance().socket(zmq.DEALER)
+                s.setsockopt(zmq.LINGER, 0)
+                s.setsockopt(zmq.RCVTIMEO, 3000)
+                s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_key, public, secret
+                s.connect(f"tcp://127.0.0.1:{port}")
+                return s
+
+            allowed = curve_socket(public, secret)
+            assert ask(allowed, {"id": 1, "op": "ping", "token": None})["ok"]
+            reply = ask(allowed, {"op": "send", "to": "counter", "selector": "increment", "token": token})
+            assert reply["result"] == 1, reply
+            stranger = curve_socket(*zmq.curve_keypair())
+            try:
+                ask(stranger, {"op": "ping", "token": None})
+                raise AssertionError("a key off the allow-list was answered")
+            except zmq.Again:
+                pass
+            plain = socket(zmq.DEALER, f"tcp://127.0.0.1:{port}")
+            plain.setsockopt(zmq.RCVTIMEO, 3000)
+            try:
+                ask(plain, {"op": "ping", "token": None})
+                raise AssertionError("a client without CURVE was answered")
+            except zmq.Again:
+                pass
+            print("python clients over CURVE: ok")
+        finally:
+            host.kill()
+            host.wait()
+
+
 if __name__ == "__main__":
     main()
+    curve()

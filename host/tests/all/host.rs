@@ -66,6 +66,7 @@ fn every_malformed_input_gets_one_error_reply_and_the_host_serves_on() {
         (b"not json", "bad-request"),
         (b"", "bad-request"),
         (b"[1, 2]", "bad-request"),
+        (b"[]", "bad-request"),
         (b"42", "bad-request"),
         (b"{\"id\": 3}", "bad-request"),
         (b"{\"op\": 5}", "bad-request"),
