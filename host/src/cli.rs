@@ -66,6 +66,10 @@ pub struct Global {
     /// The access token to send a host (default: the file IMAGE.token beside the image).
     #[arg(long, global = true, env = "BATOS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Talk CURVE to a host with this public key (Z85; its IMAGE.curve/server.public). Without
+    /// it, an endpoint beyond loopback uses the key beside --image.
+    #[arg(long, global = true, env = "BATOS_SERVER_KEY")]
+    pub server_key: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +150,9 @@ pub enum Command {
     },
     /// Ask for the image's version and newest transaction.
     Ping,
+    /// Print this user's CURVE public key (made on first use) for a host's allow-list
+    /// (IMAGE.curve/clients).
+    ClientKey,
     /// Clone a prototype into a new object.
     Create {
         /// The prototype(s), comma separated, leftmost first.
@@ -492,6 +499,14 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             id: None,
         },
         Command::Ping => Request::Ping,
+        Command::ClientKey => {
+            let keys = server::curve::ClientKeys::ensure()
+                .map_err(|e| Failure::new("internal", e.to_string()))?;
+            print(&global, &json!({"public_key": keys.public_z85}), || {
+                keys.public_z85.clone()
+            });
+            return Ok(());
+        }
         Command::Create { from, name, slots } => Request::Create {
             from: Refs::Many(from),
             name,
@@ -901,7 +916,11 @@ impl Backend {
     /// the file: read-only for inspecting, as the writer for `--offline` writes.
     fn open(global: &Global, writes: bool) -> Result<Backend, Failure> {
         if !global.offline {
-            if let Some(mut client) = Client::connect(&global.endpoint, PROBE)? {
+            let curve = curve_keys(global)?;
+            let curve = curve
+                .as_ref()
+                .map(|(server, mine)| (server.as_slice(), mine));
+            if let Some(mut client) = Client::connect(&global.endpoint, PROBE, curve)? {
                 client.token = global
                     .token
                     .clone()
@@ -948,6 +967,36 @@ impl Backend {
             Backend::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR),
         }
     }
+}
+
+/// CURVE keys for the endpoint: with `--server-key`, or for an endpoint beyond loopback (the
+/// host's key then comes from beside `--image`); `None` on loopback without one.
+fn curve_keys(global: &Global) -> Result<Option<(Vec<u8>, server::curve::ClientKeys)>, Failure> {
+    let server = match &global.server_key {
+        Some(z85) => Some(z85.clone()),
+        None if !server::curve::is_loopback(&global.endpoint) => {
+            let path = server::curve::directory(&global.image).join("server.public");
+            Some(std::fs::read_to_string(&path).map_err(|e| {
+                Failure::new(
+                    "bad-request",
+                    format!(
+                        "{} is beyond loopback, so the host speaks CURVE: pass --server-key (the host's {}) ({e})",
+                        global.endpoint,
+                        path.display()
+                    ),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let Some(server) = server else {
+        return Ok(None);
+    };
+    let key = server::curve::server_key(&server)
+        .ok_or_else(|| Failure::new("bad-request", "--server-key is not a Z85 key of 32 bytes"))?;
+    let mine =
+        server::curve::ClientKeys::ensure().map_err(|e| Failure::new("internal", e.to_string()))?;
+    Ok(Some((key, mine)))
 }
 
 /// Whether the host's image is the one this command names (by canonical path, when both exist).

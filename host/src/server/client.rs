@@ -28,10 +28,20 @@ impl std::fmt::Debug for Client {
 
 impl Client {
     /// Connects to `endpoint` if a host answers there within `probe`; `Ok(None)` if none does.
-    pub fn connect(endpoint: &str, probe: Duration) -> Result<Option<Client>, Failure> {
+    /// With `curve` (the host's public key, and this client's keys), over CURVE.
+    pub fn connect(
+        endpoint: &str,
+        probe: Duration,
+        curve: Option<(&[u8], &super::curve::ClientKeys)>,
+    ) -> Result<Option<Client>, Failure> {
         let fail = |e: zmq::Error| Failure::new("internal", format!("ZeroMQ client: {e}"));
         let context = zmq::Context::new();
         let socket = context.socket(zmq::DEALER).map_err(fail)?;
+        if let Some((server, mine)) = curve {
+            socket.set_curve_serverkey(server).map_err(fail)?;
+            socket.set_curve_publickey(&mine.public).map_err(fail)?;
+            socket.set_curve_secretkey(&mine.secret).map_err(fail)?;
+        }
         // Queue only to completed connections: "writable" then means a host is there.
         socket.set_immediate(true).map_err(fail)?;
         socket.set_linger(0).map_err(fail)?;

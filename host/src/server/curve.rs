@@ -142,6 +142,63 @@ impl Curve {
     }
 }
 
+/// A client's CURVE key pair: public (Z85) and secret (raw) keys, kept in the user's config
+/// directory (`$XDG_CONFIG_HOME/batos/`, else `~/.config/batos/`: `client.public`, and
+/// `client.secret` mode 0600), made on first use. The public key is what a host's allow-list
+/// holds.
+#[derive(Debug)]
+pub struct ClientKeys {
+    pub public_z85: String,
+    pub public: Vec<u8>,
+    pub secret: Vec<u8>,
+}
+
+impl ClientKeys {
+    pub fn ensure() -> Result<ClientKeys, CurveError> {
+        if !zmq::has("curve").unwrap_or(false) {
+            return Err(CurveError::Unsupported);
+        }
+        let dir = std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("batos");
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| CurveError::Io { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(&dir))?;
+        let secret_path = dir.join("client.secret");
+        let public_path = dir.join("client.public");
+        if !secret_path.exists() {
+            let pair = zmq::CurveKeyPair::new()?;
+            let secret = zmq::z85_encode(&pair.secret_key)
+                .map_err(|_| CurveError::BadKey(secret_path.clone()))?;
+            let public = zmq::z85_encode(&pair.public_key)
+                .map_err(|_| CurveError::BadKey(public_path.clone()))?;
+            write_private(&secret_path, &secret).map_err(io(&secret_path))?;
+            std::fs::write(&public_path, format!("{public}\n")).map_err(io(&public_path))?;
+        }
+        let secret = read_key(&secret_path)?;
+        let public = read_key(&public_path)?;
+        let public_z85 = zmq::z85_encode(&public).map_err(|_| CurveError::BadKey(public_path))?;
+        Ok(ClientKeys {
+            public_z85,
+            public,
+            secret,
+        })
+    }
+}
+
+/// A host's public key, from its Z85 text.
+pub fn server_key(z85: &str) -> Option<Vec<u8>> {
+    zmq::z85_decode(z85.trim()).ok().filter(|k| k.len() == 32)
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -575,3 +575,77 @@ fn a_retried_key_gets_the_recorded_reply_and_applies_once() {
         json!(2)
     );
 }
+
+#[test]
+fn beyond_loopback_the_host_speaks_curve_to_clients_on_its_allow_list() {
+    use std::process::Stdio;
+    let scratch = crate::support::Scratch::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let open = format!("tcp://0.0.0.0:{port}");
+    // Without --curve such a bind is refused before anything is opened.
+    let refused = scratch.batos(&["serve", "--mind", "none", "--bind", &open]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("CURVE"), "{}", stderr(&refused));
+    let mut host = Command::new(env!("CARGO_BIN_EXE_batos"))
+        .arg("--image")
+        .arg(scratch.image_path())
+        .args([
+            "--durability",
+            "normal",
+            "serve",
+            "--mind",
+            "none",
+            "--curve",
+            "--bind",
+            &open,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut log = std::io::BufReader::new(host.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut log, &mut line).expect("log") > 0 {
+        if line.contains("serving") {
+            break;
+        }
+        line.clear();
+    }
+    let home = scratch.image_path().with_file_name("home");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_batos"))
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .arg("--image")
+            .arg(scratch.image_path())
+            .args(["--endpoint", &format!("tcp://127.0.0.1:{port}")])
+            .args(args)
+            .output()
+            .expect("batos runs")
+    };
+    let server_key = std::fs::read_to_string(
+        batos::server::curve::directory(&scratch.image_path()).join("server.public"),
+    )
+    .expect("the host's public key");
+    let server_key = server_key.trim();
+    // Not on the allow-list yet: nobody answers, so the command finds no host.
+    let before = cli(&["--server-key", server_key, "send", "counter", "increment"]);
+    assert!(!before.status.success(), "{}", stdout(&before));
+    let key = cli(&["client-key"]);
+    assert!(key.status.success(), "{}", stderr(&key));
+    let mut clients = std::fs::OpenOptions::new()
+        .append(true)
+        .open(batos::server::curve::directory(&scratch.image_path()).join("clients"))
+        .expect("allow-list");
+    std::io::Write::write_all(&mut clients, format!("{}\n", stdout(&key)).as_bytes())
+        .expect("allow");
+    let sent = cli(&["--server-key", server_key, "send", "counter", "increment"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert_eq!(stdout(&sent), "1");
+    let _ = host.kill();
+    let _ = host.wait();
+}

@@ -73,6 +73,14 @@ fn the_hostile_corpus_gets_the_errors_it_must_and_leaves_the_image_intact() {
         let scratch = Scratch::new();
         let (mut image, victim) = image_with_victim(&scratch);
         let before = image.state_hash().expect("hash");
+        // No error or diagnostic may quote a host file or the host's environment.
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let secrets: Vec<String> = passwd
+            .lines()
+            .take(1)
+            .map(str::to_owned)
+            .chain(std::env::var("HOME").ok().filter(|h| h.len() > 1))
+            .collect();
         let got = match methods.install(
             &mut image,
             victim,
@@ -81,7 +89,15 @@ fn the_hostile_corpus_gets_the_errors_it_must_and_leaves_the_image_intact() {
             Origin::Architect,
             "test",
         ) {
-            Err(e) => e.code().to_owned(),
+            Err(e) => {
+                let text = e.to_string();
+                for secret in &secrets {
+                    if text.contains(secret.as_str()) {
+                        failures.push(format!("{}: the error quotes {secret:?}", file.display()));
+                    }
+                }
+                e.code().to_owned()
+            }
             Ok(_) => {
                 let after_install = image.state_hash().expect("hash");
                 let sent = methods.send(&mut image, victim, "hostile", vec![], "test");
