@@ -23,10 +23,50 @@ struct CachedObject {
 #[derive(Debug, Default)]
 pub struct ObjectCache {
     objects: RefCell<Vec<Option<CachedObject>>>,
+    /// About how many bytes the cached objects take.
+    bytes: std::cell::Cell<usize>,
 }
 
 /// Objects a cache holds at most; past this a lookup reads SQLite instead of growing it.
 const MAX_CACHED_OID: i64 = 1 << 22;
+
+/// About how many bytes one connection's cache may hold; past it the cache starts over. Every
+/// worker has its own, so this is per connection.
+const MAX_CACHED_BYTES: usize = 8 << 20;
+
+/// An object larger than this is never cached: lookups read it from SQLite (the cache is for
+/// the small objects a delegation chain walks through, not for bulk data).
+const MAX_OBJECT_BYTES: usize = 64 << 10;
+
+/// About how much memory a slot value takes.
+fn value_bytes(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 16,
+        Value::String(s) => 24 + s.len(),
+        Value::Array(items) => 24 + items.iter().map(value_bytes).sum::<usize>(),
+        Value::Object(map) => {
+            48 + map
+                .iter()
+                .map(|(k, v)| 24 + k.len() + value_bytes(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+fn object_bytes(slots: &[(String, Slot)], parents: &[Oid]) -> usize {
+    64 + parents.len() * 8
+        + slots
+            .iter()
+            .map(|(name, slot)| {
+                32 + name.len()
+                    + match slot {
+                        Slot::Value(v) => value_bytes(v),
+                        Slot::Method(_) => 16,
+                    }
+            })
+            .sum::<usize>()
+}
 
 impl ObjectCache {
     fn index(oid: Oid) -> Option<usize> {
@@ -80,25 +120,40 @@ impl ObjectCache {
         let Some(index) = Self::index(oid) else {
             return;
         };
+        let size = object_bytes(&slots, &parents);
+        if size > MAX_OBJECT_BYTES {
+            return;
+        }
         slots.sort_by(|a, b| a.0.cmp(&b.0));
         let mut objects = self.objects.borrow_mut();
+        if self.bytes.get() + size > MAX_CACHED_BYTES {
+            objects.clear();
+            self.bytes.set(0);
+        }
         if objects.len() <= index {
             objects.resize(index + 1, None);
         }
+        // A replaced entry's bytes are not taken back: the count only errs high, and the next
+        // start over resets it.
+        self.bytes.set(self.bytes.get() + size);
         objects[index] = Some(CachedObject { slots, parents });
     }
 
     /// Forgets everything (another connection committed).
     pub fn clear(&self) {
         self.objects.borrow_mut().clear();
+        self.bytes.set(0);
     }
 
     /// Forgets objects a commit changed.
     pub fn invalidate(&self, oids: impl IntoIterator<Item = Oid>) {
         let mut objects = self.objects.borrow_mut();
         for oid in oids {
-            if let Some(slot) = Self::index(oid).and_then(|i| objects.get_mut(i)) {
-                *slot = None;
+            if let Some(slot) = Self::index(oid).and_then(|i| objects.get_mut(i))
+                && let Some(gone) = slot.take()
+            {
+                let size = object_bytes(&gone.slots, &gone.parents);
+                self.bytes.set(self.bytes.get().saturating_sub(size));
             }
         }
     }
