@@ -795,7 +795,7 @@ mod tests {
         #[test]
         fn simd_levels_match_the_scalar_reference(
             seed in any::<u64>(),
-            rows in 1usize..9,
+            rows in 1usize..40,
             blocks in 1usize..7,
             vectors in 1usize..10,
             format in prop::sample::select(FORMATS.to_vec()),
