@@ -1,13 +1,28 @@
-//! Bytes of weights each level streams per second, per format (`cargo run --release -p
-//! batos-kernels --example speed`): the kernels' share of the memory bandwidth.
+//! The kernels' speed (`cargo run --release -p batos-kernels --example speed [SECTION]`, the
+//! sections `prompt`, `pass` and `stream`, all three when none is named):
+//!
+//! - `prompt`: products of one model matrix with 1, 4, 8, 32 and 128 vectors at once (a
+//!   prompt's tokens), per K-quant format and level, in GFLOP/s (two per multiply-add);
+//! - `pass`: the 1.5B model's per-token pass over its Q4_K matrices, in GB/s;
+//! - `stream`: bytes of weights each level streams per second for one vector (generation),
+//!   per format: the kernels' share of the memory bandwidth.
 
 use std::time::Instant;
 
 use batos_kernels::{Format, Level, Q8Vector, matmul_at};
 
 fn main() {
-    prompt_products();
-    model_pass();
+    let section = std::env::args().nth(1);
+    let wanted = |name: &str| section.as_deref().is_none_or(|s| s == name);
+    if wanted("prompt") {
+        prompt_table();
+    }
+    if wanted("pass") {
+        model_pass();
+    }
+    if !wanted("stream") {
+        return;
+    }
     // The 1.5B model's output matrix: far larger than any cache, as every product of a token is.
     let (rows, cols) = (151_936, 1536);
     let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
@@ -43,7 +58,6 @@ fn main() {
 
 /// The 1.5B model's per-token pass over its matrices, all Q4_K (about 0.9 GB): one product per
 /// matrix, in the model's order, as generation streams them.
-#[allow(dead_code)]
 pub fn model_pass() {
     let shapes = [
         (1536, 1536),
@@ -87,28 +101,55 @@ pub fn model_pass() {
     );
 }
 
-/// A prompt's product: 32 vectors through one gate matrix, per format; vector-bytes per second.
-#[allow(dead_code)]
-pub fn prompt_products() {
-    let (rows, cols, n) = (8960, 1536, 32);
-    let xs: Vec<Q8Vector> = (0..n)
+/// Quantized copies of `n` vectors of `cols` values.
+fn vectors(n: usize, cols: usize) -> Vec<Q8Vector> {
+    (0..n)
         .map(|t| {
-            let x: Vec<f32> = (0..cols).map(|i| ((i + t) as f32 * 0.37).sin()).collect();
+            let x: Vec<f32> = (0..cols)
+                .map(|i| ((i + 3 * t) as f32 * 0.37).sin())
+                .collect();
             let mut q = Q8Vector::default();
             q.quantize(&x).expect("whole blocks");
             q
         })
-        .collect();
-    for format in [Format::Q4_K, Format::Q6_K, Format::Q5_0] {
+        .collect()
+}
+
+/// A prompt's products: the feed-forward gate matrix (8960 × 1536, which the L3 cache holds, as
+/// a prompt's reuse of each row makes it compute-bound rather than memory-bound) times `n`
+/// vectors, per format and SIMD level (the scalar reference is too slow to be worth timing).
+/// The best of several runs of at least 0.2 s each, since the machine is shared.
+pub fn prompt_table() {
+    let (rows, cols) = (8960, 1536);
+    let counts = [1usize, 4, 8, 32, 128];
+    print!("{:<22}", "prompt GFLOP/s");
+    for n in counts {
+        print!("{:>9}", format!("n={n}"));
+    }
+    println!();
+    for format in [Format::Q4_K, Format::Q6_K] {
+        // Any bytes are a valid matrix once the f16 scales are finite (see `main`).
         let w = vec![0x11u8; rows * format.row_bytes(cols)];
-        let mut out = vec![0f32; rows * n];
-        let started = Instant::now();
-        batos_kernels::matmul(format, &w, rows, cols, &xs, &mut out).expect("fit");
-        let s = started.elapsed().as_secs_f64();
-        println!(
-            "prompt {format:?}: {n} vectors in {:.1} ms: {:.0} vector-rows/ms",
-            s * 1e3,
-            (rows * n) as f64 / s / 1e3
-        );
+        for level in Level::all_available() {
+            if level == Level::Scalar {
+                continue;
+            }
+            print!("{:<22}", format!("{format:?} {level:?}"));
+            for n in counts {
+                let xs = vectors(n, cols);
+                let mut out = vec![0f32; rows * n];
+                let mut best = f64::INFINITY;
+                for _ in 0..5 {
+                    let (started, mut runs) = (Instant::now(), 0);
+                    while runs == 0 || started.elapsed().as_secs_f64() < 0.2 {
+                        matmul_at(level, format, &w, rows, cols, &xs, &mut out).expect("fit");
+                        runs += 1;
+                    }
+                    best = best.min(started.elapsed().as_secs_f64() / f64::from(runs));
+                }
+                print!("{:>9.1}", 2.0 * (rows * cols * n) as f64 / best / 1e9);
+            }
+            println!();
+        }
     }
 }

@@ -8,9 +8,13 @@
 //!   and the K-quants Q4_K and Q6_K (256 values a block, with a scale per 32 or 16 values).
 //!   [`blocks`] decodes each layout one 32-value sub-block at a time: the definition the
 //!   scalar reference and the tests share.
-//! - **Activations** are quantized once per product to 8 bits per value in blocks of 32
-//!   ([`Q8Vector`], ggml's Q8_1: a scale per block and the block's scaled sum, which folds every
-//!   format's minimum or offset into one multiply per sub-block).
+//! - **Activations** are quantized once per product to 8 bits per value, twice over
+//!   ([`Q8Vector`]): in blocks of 32 for the 32-value formats (ggml's Q8_1: a scale per block
+//!   and the block's scaled sum, which folds every format's minimum or offset into one multiply
+//!   per sub-block), and in super-blocks of 256 for the K-quants (ggml's Q8_K: one scale per
+//!   256 values, so a K-quant block's sub-block sums add up as integers, weighted by the
+//!   sub-blocks' integer scales, before one conversion to float per block; with the sums of
+//!   each 16 and 32 values for the minimums and offsets).
 //! - **The rest of a Llama or Qwen2 pass** ([`ops`]): RMS norm, the rotary embeddings, attention
 //!   over a KV cache, the gated SiLU; plain Rust the compiler vectorizes, here so that it is
 //!   compiled optimised even in test builds.
@@ -122,7 +126,8 @@ fn check(what: &'static str, expected: usize, got: usize) -> Result<(), KernelEr
     }
 }
 
-/// A vector quantized to 8 bits per value, 32 values per block (ggml's Q8_1).
+/// A vector quantized to 8 bits per value, 32 values per block (ggml's Q8_1), and again per
+/// 256-value super-block ([`SuperBlocks`]) when its length is a multiple of 256.
 #[derive(Debug, Clone, Default)]
 pub struct Q8Vector {
     qs: Vec<i8>,
@@ -130,6 +135,64 @@ pub struct Q8Vector {
     d: Vec<f32>,
     /// Per block: `d · Σq`, what a block's minimum or offset multiplies.
     s: Vec<f32>,
+    /// What the K-quants read (empty unless the length is a multiple of [`SUPER_BLOCK`]).
+    k: SuperBlocks,
+}
+
+/// A vector quantized per 256-value super-block (ggml's Q8_K), for the K-quants: their
+/// sub-blocks' scales are integers, so with one activation scale per super-block a whole
+/// block's products add up exactly in 32 bits before one conversion to float.
+#[derive(Debug, Clone, Default)]
+struct SuperBlocks {
+    qs: Vec<i8>,
+    /// Per super-block: the scale `d` (value = d·q).
+    d: Vec<f32>,
+    /// Per 16 values: `Σq` (at most 16 · 127), what Q6_K's offset of −32 multiplies in the
+    /// integer sums.
+    sums: Vec<i16>,
+    /// Per 32 values: `d · Σq`, what a Q4_K sub-block's minimum multiplies.
+    scaled_sums: Vec<f32>,
+}
+
+/// `d` and the quants of `values` (at most 127 in magnitude).
+fn quantize_block(values: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, v) in qs.iter_mut().zip(values) {
+        // |v · inverse| <= 127 by construction; `as` saturates anything else (NaN → 0).
+        *q = (v * inverse).round() as i8;
+    }
+    d
+}
+
+impl SuperBlocks {
+    fn quantize(&mut self, x: &[f32]) {
+        if !x.len().is_multiple_of(SUPER_BLOCK) {
+            *self = SuperBlocks::default();
+            return;
+        }
+        self.qs.resize(x.len(), 0);
+        self.d.resize(x.len() / SUPER_BLOCK, 0.0);
+        self.sums.resize(x.len() / 16, 0);
+        self.scaled_sums.resize(x.len() / SUB_BLOCK, 0.0);
+        for (n, (values, qs)) in x
+            .chunks_exact(SUPER_BLOCK)
+            .zip(self.qs.chunks_exact_mut(SUPER_BLOCK))
+            .enumerate()
+        {
+            let d = quantize_block(values, qs);
+            self.d[n] = d;
+            for (j, sixteen) in qs.chunks_exact(16).enumerate() {
+                self.sums[n * 16 + j] = sixteen.iter().map(|&q| i16::from(q)).sum();
+            }
+            for j in 0..SUPER_BLOCK / SUB_BLOCK {
+                let at = n * 16 + 2 * j;
+                let sum = i32::from(self.sums[at]) + i32::from(self.sums[at + 1]);
+                self.scaled_sums[n * 8 + j] = d * sum as f32;
+            }
+        }
+    }
 }
 
 impl Q8Vector {
@@ -146,22 +209,17 @@ impl Q8Vector {
         self.qs.resize(x.len(), 0);
         self.d.resize(blocks, 0.0);
         self.s.resize(blocks, 0.0);
-        for (b, values) in x.chunks_exact(SUB_BLOCK).enumerate() {
-            let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = amax / 127.0;
-            let inverse = if d > 0.0 { 1.0 / d } else { 0.0 };
-            let mut sum = 0i32;
-            for (q, v) in self.qs[b * SUB_BLOCK..(b + 1) * SUB_BLOCK]
-                .iter_mut()
-                .zip(values)
-            {
-                // |v · inverse| <= 127 by construction; `as` saturates anything else (NaN → 0).
-                *q = (v * inverse).round() as i8;
-                sum += i32::from(*q);
-            }
+        for (b, (values, qs)) in x
+            .chunks_exact(SUB_BLOCK)
+            .zip(self.qs.chunks_exact_mut(SUB_BLOCK))
+            .enumerate()
+        {
+            let d = quantize_block(values, qs);
+            let sum: i32 = qs.iter().map(|&q| i32::from(q)).sum();
             self.d[b] = d;
             self.s[b] = d * sum as f32;
         }
+        self.k.quantize(x);
         Ok(())
     }
 
@@ -184,8 +242,9 @@ pub enum Level {
     Avx2,
     /// AVX2 + FMA + F16C + AVX-VNNI (`vpdpbusd` on 256-bit registers, VEX-encoded).
     AvxVnni,
-    /// AVX2 + FMA + F16C + AVX-512 VNNI and VL (the same `vpdpbusd`, EVEX-encoded: AMD EPYC
-    /// and Intel server parts that lack AVX-VNNI have it).
+    /// AVX2 + FMA + F16C + AVX-512 F, BW, VNNI and VL (the same `vpdpbusd`, EVEX-encoded, and
+    /// the K-quants on 512-bit registers: AMD EPYC and Intel server parts that lack AVX-VNNI
+    /// have it).
     Avx512Vnni,
 }
 
@@ -213,7 +272,9 @@ impl Level {
                 Level::Avx2 => avx2,
                 Level::AvxVnni => avx2 && std::arch::is_x86_feature_detected!("avxvnni"),
                 Level::Avx512Vnni => {
-                    avx2 && std::arch::is_x86_feature_detected!("avx512vnni")
+                    avx2 && std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512bw")
+                        && std::arch::is_x86_feature_detected!("avx512vnni")
                         && std::arch::is_x86_feature_detected!("avx512vl")
                 }
             }
@@ -299,6 +360,17 @@ pub fn matmul_at(
         check("vector", cols, x.qs.len())?;
         check("vector scales", cols / SUB_BLOCK, x.d.len())?;
         check("vector sums", cols / SUB_BLOCK, x.s.len())?;
+        if format.block_values() == SUPER_BLOCK {
+            // Whole super-blocks (`fits`), so `quantize` filled them.
+            check("vector (super-blocks)", cols, x.k.qs.len())?;
+            check(
+                "vector scales (super-blocks)",
+                cols / SUPER_BLOCK,
+                x.k.d.len(),
+            )?;
+            check("vector sums of 16", cols / 16, x.k.sums.len())?;
+            check("vector sums of 32", cols / SUB_BLOCK, x.k.scaled_sums.len())?;
+        }
     }
     if !level.available() {
         return Err(KernelError::Unavailable(level));
@@ -353,12 +425,15 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) -> Result<(),
 
 mod scalar {
     //! The reference: each sub-block's integer sums, combined as the SIMD levels combine them.
+    //! The K-quants read the vectors' super-blocks (one scale per block), the others their
+    //! 32-value blocks.
 
-    use super::{Format, Q8Vector, SUB_BLOCK, blocks};
+    use super::{Format, Q8Vector, SUB_BLOCK, SUPER_BLOCK, blocks};
 
     pub(super) fn matmul(format: Format, w: &[u8], cols: usize, xs: &[Q8Vector], out: &mut [f32]) {
         let row_bytes = format.row_bytes(cols);
         let per_block = format.block_values() / SUB_BLOCK;
+        let wide = format.block_values() == SUPER_BLOCK;
         for (row, outs) in w
             .chunks_exact(row_bytes)
             .zip(out.chunks_exact_mut(xs.len()))
@@ -369,14 +444,18 @@ mod scalar {
                     for k in 0..per_block {
                         let b = n * per_block + k;
                         let sub = blocks::sub_block(format, block, k);
-                        let y = &x.qs[b * SUB_BLOCK..(b + 1) * SUB_BLOCK];
+                        let (qs, d, s) = if wide {
+                            (&x.k.qs, x.k.d[n], x.k.scaled_sums[b])
+                        } else {
+                            (&x.qs, x.d[b], x.s[b])
+                        };
+                        let y = &qs[b * SUB_BLOCK..(b + 1) * SUB_BLOCK];
                         let mut sums = [0i32; 2];
                         for (l, (&q, &v)) in sub.q.iter().zip(y).enumerate() {
                             sums[l / 16] += q * i32::from(v);
                         }
-                        acc += x.d[b]
-                            * (sub.scale[0] * sums[0] as f32 + sub.scale[1] * sums[1] as f32)
-                            + sub.offset * x.s[b];
+                        acc += d * (sub.scale[0] * sums[0] as f32 + sub.scale[1] * sums[1] as f32)
+                            + sub.offset * s;
                     }
                 }
                 *o = acc;
@@ -716,7 +795,7 @@ mod tests {
         #[test]
         fn simd_levels_match_the_scalar_reference(
             seed in any::<u64>(),
-            rows in 1usize..9,
+            rows in 1usize..40,
             blocks in 1usize..7,
             vectors in 1usize..10,
             format in prop::sample::select(FORMATS.to_vec()),
