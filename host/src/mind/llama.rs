@@ -708,7 +708,8 @@ impl Team {
     }
 
     /// `out[t][r] = m.row(r) · acts[t]` for the first `n` inputs, token-major; `scratch`
-    /// holds the row-major product the kernels write.
+    /// holds the row-major product the kernels write for this thread's share. Each thread turns
+    /// its own share token-major, so what is left here is copying contiguous runs.
     fn product(
         &mut self,
         m: &Arc<Matrix>,
@@ -718,15 +719,15 @@ impl Team {
         out: &mut Vec<f32>,
     ) -> Result<(), MindError> {
         let rows = m.rows;
-        let target = if n == 1 { &mut *out } else { &mut *scratch };
-        target.resize(n * rows, 0.0);
+        out.resize(n * rows, 0.0);
         let parts = if rows >= SPLIT_ROWS {
             self.helpers.len() + 1
         } else {
             1
         };
-        // Shares in whole groups of 8 rows, the first (this thread's) no larger than the rest.
-        let share = rows.div_ceil(parts).div_ceil(8) * 8;
+        // Shares in whole groups of 16 rows (the kernels' row groups), the first (this
+        // thread's) no larger than the rest.
+        let share = rows.div_ceil(parts).div_ceil(16) * 16;
         let mut sent = 0;
         for (i, helper) in self.helpers.iter_mut().enumerate().take(parts - 1) {
             let start = (share * (i + 1)).min(rows);
@@ -750,15 +751,30 @@ impl Team {
             sent += 1;
         }
         let mine = share.min(rows);
-        let mut outcome =
-            product_rows(m, 0..mine, &acts[..n], &mut target[..mine * n]).map_err(kernel_error);
+        let mut outcome = if n == 1 {
+            product_rows(m, 0..mine, &acts[..1], &mut out[..mine])
+        } else {
+            scratch.resize(mine * n, 0.0);
+            product_rows(m, 0..mine, &acts[..n], &mut scratch[..mine * n]).map(|()| {
+                for (r, outs) in scratch[..mine * n].chunks_exact(n).enumerate() {
+                    for (t, v) in outs.iter().enumerate() {
+                        out[t * rows + r] = *v;
+                    }
+                }
+            })
+        }
+        .map_err(kernel_error);
         // Every helper that got a share answers before anything returns, error or not: an answer
         // left in a channel would be read as the next product's.
         for (i, helper) in self.helpers.iter_mut().enumerate().take(sent) {
             match receive(&helper.answers) {
                 Some(Ok(part)) => {
-                    let start = share * (i + 1) * n;
-                    target[start..start + part.len()].copy_from_slice(&part);
+                    // Token-major already: one contiguous run per token.
+                    let start = share * (i + 1);
+                    let len = part.len() / n;
+                    for (t, run) in part.chunks_exact(len.max(1)).enumerate().take(n) {
+                        out[t * rows + start..t * rows + start + len].copy_from_slice(run);
+                    }
                     helper.spare = part;
                 }
                 Some(Err(e)) => outcome = outcome.and(Err(kernel_error(e))),
@@ -766,16 +782,7 @@ impl Team {
                 None => outcome = outcome.and(Err(helper_gone())),
             }
         }
-        outcome?;
-        if n > 1 {
-            out.resize(n * rows, 0.0);
-            for (r, outs) in scratch.chunks_exact(n).enumerate() {
-                for (t, v) in outs.iter().enumerate() {
-                    out[t * rows + r] = *v;
-                }
-            }
-        }
-        Ok(())
+        outcome
     }
 }
 
@@ -814,6 +821,7 @@ fn receive<T>(from: &mpsc::Receiver<T>) -> Option<T> {
 
 /// A helper's loop: wait for a share, compute it, answer, until the team is dropped.
 fn help(inbox: &mpsc::Receiver<Job>, outbox: &mpsc::Sender<Answer>) {
+    let mut row_major = Vec::new();
     loop {
         let Some(job) = receive(inbox) else {
             return;
@@ -825,8 +833,22 @@ fn help(inbox: &mpsc::Receiver<Job>, outbox: &mpsc::Sender<Answer>) {
             tokens,
             mut out,
         } = job;
-        out.resize(rows.len() * tokens, 0.0);
-        let answer = product_rows(&matrix, rows, &acts[..tokens], &mut out).map(|()| out);
+        let len = rows.len();
+        out.resize(len * tokens, 0.0);
+        let answer = if tokens == 1 {
+            product_rows(&matrix, rows, &acts[..1], &mut out).map(|()| out)
+        } else {
+            // Row-major from the kernels, then token-major here, in this thread.
+            row_major.resize(len * tokens, 0.0);
+            product_rows(&matrix, rows, &acts[..tokens], &mut row_major).map(|()| {
+                for (r, outs) in row_major.chunks_exact(tokens).enumerate() {
+                    for (t, v) in outs.iter().enumerate() {
+                        out[t * len + r] = *v;
+                    }
+                }
+                out
+            })
+        };
         // Drop the shared input before answering, so the next quantization reuses it in place.
         drop(acts);
         if outbox.send(answer).is_err() {

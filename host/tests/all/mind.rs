@@ -717,3 +717,40 @@ fn an_import_killed_halfway_leaves_no_mind_and_the_next_import_is_clean() {
         .expect("blobs");
     assert_eq!(blobs, 1);
 }
+
+/// The helper threads share every product's rows (and, for a prompt, turn their shares
+/// token-major themselves): two threads give exactly one thread's greedy tokens.
+#[test]
+fn two_inference_threads_give_one_threads_tokens() {
+    let run = |threads: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
+            .env("BATOS_MIND_THREADS", threads)
+            .args([
+                "--json",
+                "mind",
+                "generate",
+                "--max-tokens",
+                "24",
+                "--ignore-eos",
+                "--file",
+            ])
+            .arg(qwen_path())
+            .arg("Write a Rust function that returns the sum of a slice of i64.")
+            .output()
+            .expect("batos runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert!(
+            result["prompt_tokens"].as_u64().unwrap_or(0) > 16,
+            "{result}"
+        );
+        result["ids"].clone()
+    };
+    let one = run("1");
+    assert_eq!(one.as_array().map(Vec::len), Some(24), "{one}");
+    assert_eq!(run("2"), one);
+}
