@@ -905,6 +905,9 @@ impl Progress {
 /// How long a probe waits for a host to answer before the command acts on the file instead.
 const PROBE: Duration = Duration::from_millis(300);
 
+/// The same, over CURVE.
+const CURVE_PROBE: Duration = Duration::from_secs(3);
+
 /// Where a command's requests go: a running host, or the image file itself.
 enum Backend {
     Host(Client, Duration),
@@ -917,10 +920,13 @@ impl Backend {
     fn open(global: &Global, writes: bool) -> Result<Backend, Failure> {
         if !global.offline {
             let curve = curve_keys(global)?;
+            // A CURVE handshake (and the host's allow-list check) takes longer than a plain
+            // connection, and such a host has no file here to fall back on.
+            let probe = if curve.is_some() { CURVE_PROBE } else { PROBE };
             let curve = curve
                 .as_ref()
                 .map(|(server, mine)| (server.as_slice(), mine));
-            if let Some(mut client) = Client::connect(&global.endpoint, PROBE, curve)? {
+            if let Some(mut client) = Client::connect(&global.endpoint, probe, curve)? {
                 client.token = global
                     .token
                     .clone()

@@ -248,7 +248,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // Per client: replies waiting for a client that does not read (past this they are dropped),
     // and messages libzmq holds before the socket thread reads them (it reads without pause).
     router.set_sndhwm(16).map_err(zmq_err("ZMQ_SNDHWM"))?;
-    router.set_rcvhwm(16).map_err(zmq_err("ZMQ_RCVHWM"))?;
+    router.set_rcvhwm(4).map_err(zmq_err("ZMQ_RCVHWM"))?;
     router.set_linger(0).map_err(zmq_err("ZMQ_LINGER"))?;
     router
         .bind(&options.bind)
