@@ -222,12 +222,13 @@ fn read_key(path: &Path) -> Result<Vec<u8>, CurveError> {
 }
 
 /// The allow-list: the keys in the file (unreadable or bad lines are skipped, and let nobody in).
+/// A comment is a whole line starting with `#`: Z85 itself has `#` among its characters.
 fn allowed(clients: &Path) -> Vec<Vec<u8>> {
     std::fs::read_to_string(clients)
         .unwrap_or_default()
         .lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter(|l| !l.is_empty())
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| zmq::z85_decode(l).ok().filter(|k| k.len() == 32))
         .collect()
 }
@@ -267,6 +268,25 @@ fn zap(handler: &zmq::Socket, clients: &Path, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_with_a_hash_in_them_are_read_whole() {
+        let dir = tempfile::tempdir().expect("dir");
+        let clients = dir.path().join("clients");
+        let key = [7u8; 32];
+        let mut z85 = zmq::z85_encode(&key).expect("z85");
+        // A key whose Z85 form has a `#` in it, as about a third of random keys do.
+        let hashed = (0u8..=255)
+            .map(|b| [b; 32])
+            .find(|k| zmq::z85_encode(k).is_ok_and(|z| z.contains('#')))
+            .expect("some key encodes with a #");
+        let hashed_z85 = zmq::z85_encode(&hashed).expect("z85");
+        z85.push('\n');
+        std::fs::write(&clients, format!("# the allow-list\n{z85}{hashed_z85}\n")).expect("write");
+        let keys = allowed(&clients);
+        assert!(keys.contains(&key.to_vec()));
+        assert!(keys.contains(&hashed.to_vec()), "{hashed_z85}");
+    }
 
     #[test]
     fn loopback_endpoints_are_told_from_open_ones() {
