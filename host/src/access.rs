@@ -209,6 +209,9 @@ struct Envelope<'a> {
     /// `parents` with a list sets them (a write); without, reads them.
     #[serde(default)]
     parents: Option<serde::de::IgnoredAny>,
+    /// A retry key answers the recorded reply of whoever used it: the full token's business.
+    #[serde(default)]
+    key: Option<serde::de::IgnoredAny>,
 }
 
 /// Whether a request may run: `ping` always; everything else with a token that allows its op.
@@ -230,10 +233,17 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<(), crate::protocol::Fai
         )
     })?;
     let op = envelope.op.as_deref().unwrap_or_default();
+    let role = tokens.role(envelope.token.as_deref());
+    if envelope.key.is_some() && role != Some(Role::Full) {
+        return Err(Failure::new(
+            "unauthorized",
+            "a retry `key` needs the image's full token (its recorded reply is the writer's)",
+        ));
+    }
     if op == "ping" {
         return Ok(());
     }
-    match tokens.role(envelope.token.as_deref()) {
+    match role {
         Some(Role::Full) => Ok(()),
         Some(Role::Read)
             if READ_OPS.contains(&op) && !(op == "parents" && envelope.parents.is_some()) =>

@@ -359,6 +359,11 @@ impl Forge {
         fs::write(&src, format!("{source}\n{GLUE}")).map_err(io(&src))?;
         let diagnostics_path = dir.path().join("diagnostics.txt");
         let diagnostics_file = File::create(&diagnostics_path).map_err(io(&diagnostics_path))?;
+        // Read back through this descriptor, never by name: the job's directory is writable
+        // from inside the jail, so the name could be made to point anywhere.
+        let mut diagnostics_back = diagnostics_file
+            .try_clone()
+            .map_err(io(&diagnostics_path))?;
         let sdk_root = self
             .sdk_dir
             .parent()
@@ -423,11 +428,22 @@ impl Forge {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let diagnostics = self.read_diagnostics(&diagnostics_path, dir.path());
+        let diagnostics = {
+            use std::io::Seek;
+            let _ = diagnostics_back.seek(std::io::SeekFrom::Start(0));
+            self.read_diagnostics(&mut diagnostics_back, dir.path())
+        };
         if !status.success() {
             return Err(ForgeError::CompileFailed { diagnostics });
         }
-        let size = fs::metadata(&out).map_err(io(&out))?.len();
+        // The component by name, but only a regular file (not a link the jail's side made).
+        let meta = fs::symlink_metadata(&out).map_err(io(&out))?;
+        if !meta.file_type().is_file() {
+            return Err(ForgeError::CompileFailed {
+                diagnostics: "the compiler's output is not a regular file".into(),
+            });
+        }
+        let size = meta.len();
         if size > self.limits.max_wasm_bytes {
             return Err(ForgeError::OutputTooLarge {
                 size,
@@ -454,15 +470,12 @@ impl Forge {
     }
 
     /// The compiler's output, bounded, with the private directory's path taken out.
-    fn read_diagnostics(&self, path: &Path, dir: &Path) -> String {
+    fn read_diagnostics(&self, file: &mut File, dir: &Path) -> String {
         let mut bytes = Vec::new();
-        let mut truncated = false;
-        if let Ok(file) = File::open(path) {
-            let limit = self.limits.max_diagnostics_bytes as u64;
-            let _ = file.take(limit + 1).read_to_end(&mut bytes);
-            truncated = bytes.len() as u64 > limit;
-            bytes.truncate(limit as usize);
-        }
+        let limit = self.limits.max_diagnostics_bytes as u64;
+        let _ = file.take(limit + 1).read_to_end(&mut bytes);
+        let truncated = bytes.len() as u64 > limit;
+        bytes.truncate(limit as usize);
         // Lossy: a cut inside a multi-byte character must not lose the whole text. No host path
         // reaches a client: the job's directory goes, the toolchain and the SDK show as the
         // jail names them (an unjailed rustc quotes the host's paths), the cache and home go.

@@ -214,7 +214,11 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // Who may ask: the image's tokens, beside it (made now for an image that has none).
     let tokens = crate::access::Tokens::ensure(&options.image)?;
     let newest = Arc::new(AtomicI64::new(primary.newest_tx()?.0));
-    let mut reads = ReadCache::new(primary.commit_counter(), options.budget.read_cache_bytes);
+    let mut reads = ReadCache::new(
+        primary.commit_counter(),
+        options.budget.read_cache_bytes,
+        options.budget.reply_bytes,
+    );
     let mut load = load::Load::new(options.budget.clone());
     // The absolute path, so a client can tell whether this is the image it means.
     let image_name = std::fs::canonicalize(&options.image)
@@ -827,19 +831,23 @@ struct ReadCache {
     /// The bytes of keys and results held, and at most how many.
     bytes: usize,
     budget: usize,
+    /// The largest result kept: an eighth of the budget, and never one larger than a reply may be
+    /// (a cached answer must not get round `--max-reply-bytes`).
+    largest: usize,
 }
 
 impl ReadCache {
     /// At most this many answers; past it (or past its bytes) the cache starts over.
     const MAX: usize = 4096;
 
-    fn new(commits: Arc<std::sync::atomic::AtomicU64>, budget: usize) -> Self {
+    fn new(commits: Arc<std::sync::atomic::AtomicU64>, budget: usize, reply_bytes: usize) -> Self {
         ReadCache {
             valid_at: commits.load(Ordering::Acquire),
             commits,
             results: std::collections::HashMap::new(),
             bytes: 0,
             budget,
+            largest: (budget / 8).min(reply_bytes.saturating_sub(256)),
         }
     }
 
@@ -878,8 +886,7 @@ impl ReadCache {
             return;
         }
         let size = key.len() + result.len();
-        // One answer never takes more than an eighth of the budget.
-        if size > self.budget / 8 {
+        if size > self.largest {
             return;
         }
         if self.results.len() >= Self::MAX || self.bytes + size > self.budget {
@@ -1138,7 +1145,22 @@ impl Thinker {
                 eprintln!("batos: cognition could not reopen the image: {e}");
             }
             for (n, (job, waiter)) in self.cognizer.take(&key).into_iter().enumerate() {
-                let reply = self.reply(n, &job, &waiter, &outcome);
+                // Every waiter gets exactly one reply, even if sending it its answer panics.
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.reply(n, &job, &waiter, &outcome)
+                }))
+                .unwrap_or_else(|_| {
+                    failure_reply(
+                        &job.payload,
+                        &Failure::new(
+                            "internal",
+                            "answering this message after its cycle crashed; it was rolled back",
+                        ),
+                    )
+                });
+                if let Err(e) = self.image.recover() {
+                    eprintln!("batos: cognition could not reopen the image: {e}");
+                }
                 hand_back(&self.replies, &job, Vec::new(), reply, "cognition");
             }
         }

@@ -167,7 +167,7 @@ fn is_keyword(word: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Refusal {
     /// A stable name for the rule: `unsafe`, `extern`, `attribute`, `macro`, `module`, `derive`,
-    /// `entry-point`, `covenant`, `syntax`.
+    /// `entry-point`, `covenant`, `syntax`, `unchecked` (valid Rust the gate cannot see into).
     pub rule: &'static str,
     pub line: usize,
     pub message: String,
@@ -279,6 +279,23 @@ impl Gate {
         }
     }
 
+    fn refuse_verbatim(&mut self, tokens: &TokenStream) {
+        let span = tokens
+            .clone()
+            .into_iter()
+            .next()
+            .map(|t| t.span())
+            .unwrap_or_else(Span::call_site);
+        self.refuse(
+            "unchecked",
+            span,
+            format!(
+                "`{}` is Rust the gate cannot check (write it the plain way: one `use` per path, no leading `::` in a group, items with bodies)",
+                tokens.to_string().chars().take(60).collect::<String>()
+            ),
+        );
+    }
+
     fn refuse_unsafety(&mut self, token: &Option<syn::token::Unsafe>, what: &str) {
         if let Some(token) = token {
             self.refuse(
@@ -339,6 +356,57 @@ impl Gate {
 }
 
 impl<'ast> Visit<'ast> for Gate {
+    // syn hands back what it parses but does not model as `Verbatim` tokens, which no other
+    // visit looks into (`use {::std::include_str as concat};`, `fn f();`): a method has none.
+    fn visit_item(&mut self, node: &'ast syn::Item) {
+        if let syn::Item::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_item(self, node);
+    }
+
+    fn visit_expr(&mut self, node: &'ast syn::Expr) {
+        if let syn::Expr::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_expr(self, node);
+    }
+
+    fn visit_pat(&mut self, node: &'ast syn::Pat) {
+        if let syn::Pat::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_pat(self, node);
+    }
+
+    fn visit_type(&mut self, node: &'ast syn::Type) {
+        if let syn::Type::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_type(self, node);
+    }
+
+    fn visit_impl_item(&mut self, node: &'ast syn::ImplItem) {
+        if let syn::ImplItem::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_impl_item(self, node);
+    }
+
+    fn visit_trait_item(&mut self, node: &'ast syn::TraitItem) {
+        if let syn::TraitItem::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_trait_item(self, node);
+    }
+
+    fn visit_foreign_item(&mut self, node: &'ast syn::ForeignItem) {
+        if let syn::ForeignItem::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_foreign_item(self, node);
+    }
+
     fn visit_expr_unsafe(&mut self, node: &'ast syn::ExprUnsafe) {
         self.refuse(
             "unsafe",
@@ -779,6 +847,12 @@ mod tests {
                 "attribute",
             ),
             ("Ok(json!(format!(\"{}\", unsafe_helper!())))", "macro"),
+            // syn's Verbatim: a `use` group with a leading `::`, items without bodies.
+            (
+                "use {::std::include_str as concat}; Ok(json!(1))",
+                "unchecked",
+            ),
+            ("fn f(); Ok(json!(1))", "unchecked"),
         ];
         for (body, rule) in cases {
             let found = rules(&method(body));
@@ -787,6 +861,15 @@ mod tests {
                 "{body}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_use_group_with_a_leading_path_separator_is_refused_at_file_level() {
+        let source = format!(
+            "{HEADER}use {{::std::include_str as concat}};\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {{ Ok(json!(1)) }}\n"
+        );
+        let found = rules(&source);
+        assert!(!found.is_empty(), "{found:?}");
     }
 
     #[test]

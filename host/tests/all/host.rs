@@ -431,12 +431,36 @@ fn a_client_without_the_token_is_refused_and_changes_nothing() {
             );
         }
     }
+    assert_eq!(
+        ask(&owner, json!({"op": "ping"}))["result"]["tx"],
+        before,
+        "nothing committed by a stranger"
+    );
+    // A retry key would answer another client's recorded reply: not without the full token, not
+    // even on a ping spelt with an escape (which the socket thread's quick answer does not see).
+    let keyed = ask(
+        &owner,
+        json!({"op": "send", "to": "counter", "selector": "increment", "key": "mine"}),
+    );
+    assert_eq!(keyed["result"], json!(1), "{keyed}");
+    let before = ask(&owner, json!({"op": "ping"}))["result"]["tx"].clone();
+    stranger
+        .send(br#"{"op": "ping", "key": "mine"}"#.as_slice(), 0)
+        .expect("send");
+    let reply: Value =
+        serde_json::from_slice(&stranger.recv_bytes(0).expect("reply")).expect("json");
+    assert_eq!(reply["error"]["code"], json!("unauthorized"), "{reply}");
+    let reply = ask(
+        &stranger,
+        json!({"op": "get", "to": "counter", "slot": "count", "key": "mine", "token": read_token}),
+    );
+    assert_eq!(reply["error"]["code"], json!("unauthorized"), "{reply}");
     // The read-only token reads, and writes nothing.
     let got = ask(
         &stranger,
         json!({"op": "get", "to": "counter", "slot": "count", "token": read_token}),
     );
-    assert_eq!(got["result"], json!(0), "{got}");
+    assert_eq!(got["result"], json!(1), "{got}");
     for request in [
         json!({"op": "set", "to": "lobby", "slot": "owned", "value": 1, "token": read_token}),
         json!({"op": "send", "to": "counter", "selector": "increment", "token": read_token}),
