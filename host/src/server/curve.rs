@@ -72,37 +72,18 @@ impl Curve {
             return Err(CurveError::Unsupported);
         }
         let dir = directory(image);
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CurveError::Io { path, source }
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(&dir))?;
-        let secret_path = dir.join("server.secret");
-        let public_path = dir.join("server.public");
+        let (secret_path, public_path) = ensure_pair(&dir, "server")?;
         let clients = dir.join("clients");
-        if !secret_path.exists() {
-            let pair = zmq::CurveKeyPair::new()?;
-            let secret = zmq::z85_encode(&pair.secret_key)
-                .map_err(|_| CurveError::BadKey(secret_path.clone()))?;
-            let public = zmq::z85_encode(&pair.public_key)
-                .map_err(|_| CurveError::BadKey(public_path.clone()))?;
-            write_private(&secret_path, &secret).map_err(io(&secret_path))?;
-            std::fs::write(&public_path, format!("{public}\n")).map_err(io(&public_path))?;
-        }
         if !clients.exists() {
             std::fs::write(
                 &clients,
                 "# Public keys (Z85) of the clients this host lets connect, one per line.\n",
             )
-            .map_err(io(&clients))?;
+            .map_err(io_at(&clients))?;
         }
         let secret = read_key(&secret_path)?;
         let public_z85 = std::fs::read_to_string(&public_path)
-            .map_err(io(&public_path))?
+            .map_err(io_at(&public_path))?
             .trim()
             .to_owned();
         read_key(&public_path)?;
@@ -163,26 +144,7 @@ impl ClientKeys {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
             .unwrap_or_else(std::env::temp_dir)
             .join("batos");
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| CurveError::Io { path, source }
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(&dir))?;
-        let secret_path = dir.join("client.secret");
-        let public_path = dir.join("client.public");
-        if !secret_path.exists() {
-            let pair = zmq::CurveKeyPair::new()?;
-            let secret = zmq::z85_encode(&pair.secret_key)
-                .map_err(|_| CurveError::BadKey(secret_path.clone()))?;
-            let public = zmq::z85_encode(&pair.public_key)
-                .map_err(|_| CurveError::BadKey(public_path.clone()))?;
-            write_private(&secret_path, &secret).map_err(io(&secret_path))?;
-            std::fs::write(&public_path, format!("{public}\n")).map_err(io(&public_path))?;
-        }
+        let (secret_path, public_path) = ensure_pair(&dir, "client")?;
         let secret = read_key(&secret_path)?;
         let public = read_key(&public_path)?;
         let public_z85 = zmq::z85_encode(&public).map_err(|_| CurveError::BadKey(public_path))?;
@@ -197,6 +159,35 @@ impl ClientKeys {
 /// A host's public key, from its Z85 text.
 pub fn server_key(z85: &str) -> Option<Vec<u8>> {
     zmq::z85_decode(z85.trim()).ok().filter(|k| k.len() == 32)
+}
+
+fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> CurveError + '_ {
+    move |source| CurveError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// `DIR/NAME.secret` (mode 0600) and `DIR/NAME.public`, Z85, made in a 0700 directory if
+/// missing; answers their paths.
+fn ensure_pair(dir: &Path, name: &str) -> Result<(PathBuf, PathBuf), CurveError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_at(dir))?;
+    let secret_path = dir.join(format!("{name}.secret"));
+    let public_path = dir.join(format!("{name}.public"));
+    if !secret_path.exists() {
+        let pair = zmq::CurveKeyPair::new()?;
+        let secret = zmq::z85_encode(&pair.secret_key)
+            .map_err(|_| CurveError::BadKey(secret_path.clone()))?;
+        let public = zmq::z85_encode(&pair.public_key)
+            .map_err(|_| CurveError::BadKey(public_path.clone()))?;
+        write_private(&secret_path, &secret).map_err(io_at(&secret_path))?;
+        std::fs::write(&public_path, format!("{public}\n")).map_err(io_at(&public_path))?;
+    }
+    Ok((secret_path, public_path))
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
