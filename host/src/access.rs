@@ -214,10 +214,17 @@ struct Envelope<'a> {
     key: Option<serde::de::IgnoredAny>,
 }
 
+/// What admission read of an admitted request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// A `ping` (however its op is spelt): answered on the socket thread, never by a worker.
+    pub ping: bool,
+}
+
 /// Whether a request may run: `ping` always; everything else with a token that allows its op.
 /// A payload that is not a JSON object is refused here too (nothing unauthenticated reaches a
 /// worker).
-pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<(), crate::protocol::Failure> {
+pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protocol::Failure> {
     use crate::protocol::Failure;
     // serde reads a struct from an array too; a request is an object.
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -241,14 +248,15 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<(), crate::protocol::Fai
         ));
     }
     if op == "ping" {
-        return Ok(());
+        return Ok(Admitted { ping: true });
     }
+    let admitted = Admitted { ping: false };
     match role {
-        Some(Role::Full) => Ok(()),
+        Some(Role::Full) => Ok(admitted),
         Some(Role::Read)
             if READ_OPS.contains(&op) && !(op == "parents" && envelope.parents.is_some()) =>
         {
-            Ok(())
+            Ok(admitted)
         }
         Some(Role::Read) => Err(Failure::new(
             "unauthorized",

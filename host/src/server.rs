@@ -422,16 +422,24 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
-                if let Err(refused) = crate::access::admit(&tokens, &job.payload) {
-                    deliver(
-                        &router,
-                        job.reply_frames(failure_reply(&job.payload, &refused)),
-                    );
+                let is_ping = match crate::access::admit(&tokens, &job.payload) {
+                    Ok(admitted) => admitted.ping,
+                    Err(refused) => {
+                        deliver(
+                            &router,
+                            job.reply_frames(failure_reply(&job.payload, &refused)),
+                        );
+                        continue;
+                    }
+                };
+                // Every ping, however spelt, is answered here: an unauthenticated request never
+                // reaches a worker.
+                if is_ping {
+                    let reply = ping_reply(&job.payload, &image_name, &newest);
+                    deliver(&router, job.reply_frames(reply));
                     continue;
                 }
-                if let Some(reply) = quick_answer(&job.payload, &image_name, &newest)
-                    .or_else(|| reads.answer(&job.payload))
-                {
+                if let Some(reply) = reads.answer(&job.payload) {
                     deliver(&router, job.reply_frames(reply));
                     continue;
                 }
@@ -633,14 +641,7 @@ fn bound_reply(frames: &mut [Vec<u8>], limit: usize) {
     if reply.len() <= limit {
         return;
     }
-    #[derive(serde::Deserialize)]
-    struct Id {
-        #[serde(default)]
-        id: Value,
-    }
-    let id = serde_json::from_slice::<Id>(reply)
-        .map(|i| i.id)
-        .unwrap_or(Value::Null);
+    let id = request_id(reply);
     let failure = Failure::new(
         "too-large",
         format!(
@@ -654,10 +655,19 @@ fn bound_reply(frames: &mut [Vec<u8>], limit: usize) {
 }
 
 /// The request's `id`, echoed in its reply (null when there is none or the payload is not JSON).
+/// Only `id` is built: the rest of a (possibly megabyte) payload is skipped, not made a `Value`.
 fn request_id(payload: &[u8]) -> Value {
-    serde_json::from_slice::<Value>(payload)
-        .ok()
-        .and_then(|v| v.get("id").cloned())
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: Value,
+    }
+    // serde reads a struct from an array too; only an object has an id.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Value::Null;
+    }
+    serde_json::from_slice::<Id>(payload)
+        .map(|i| i.id)
         .unwrap_or(Value::Null)
 }
 
@@ -667,24 +677,14 @@ fn ok_reply(payload: &[u8], result: &impl serde::Serialize) -> Vec<u8> {
         .into_bytes()
 }
 
-/// `ping` straight from the socket thread, so it never waits behind long work.
-fn quick_answer(payload: &[u8], image: &str, newest: &AtomicI64) -> Option<Vec<u8>> {
-    // Only a payload that mentions "ping" is worth parsing here; the rest go to the workers.
-    if !payload.windows(4).any(|w| w == b"ping") {
-        return None;
-    }
-    let request: Value = serde_json::from_slice(payload).ok()?;
-    if request.get("op")? != "ping" {
-        return None;
-    }
-    let id = request.get("id").cloned().unwrap_or(Value::Null);
+/// `ping` straight from the socket thread, so it never waits behind long work (admission has
+/// already read the op).
+fn ping_reply(payload: &[u8], image: &str, newest: &AtomicI64) -> Vec<u8> {
     let result =
         json!({"version": protocol::VERSION, "image": image, "tx": newest.load(Ordering::Acquire)});
-    Some(
-        json!({"id": id, "ok": true, "result": result})
-            .to_string()
-            .into_bytes(),
-    )
+    json!({"id": request_id(payload), "ok": true, "result": result})
+        .to_string()
+        .into_bytes()
 }
 
 fn failure_reply(payload: &[u8], failure: &Failure) -> Vec<u8> {

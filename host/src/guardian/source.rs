@@ -400,6 +400,13 @@ impl<'ast> Visit<'ast> for Gate {
         visit::visit_trait_item(self, node);
     }
 
+    fn visit_type_param_bound(&mut self, node: &'ast syn::TypeParamBound) {
+        if let syn::TypeParamBound::Verbatim(tokens) = node {
+            self.refuse_verbatim(tokens);
+        }
+        visit::visit_type_param_bound(self, node);
+    }
+
     fn visit_foreign_item(&mut self, node: &'ast syn::ForeignItem) {
         if let syn::ForeignItem::Verbatim(tokens) = node {
             self.refuse_verbatim(tokens);
@@ -853,6 +860,10 @@ mod tests {
                 "unchecked",
             ),
             ("fn f(); Ok(json!(1))", "unchecked"),
+            (
+                "fn f<T: const Tr<{ include_str!(\"/etc/passwd\").len() }>>() {} Ok(json!(1))",
+                "unchecked",
+            ),
         ];
         for (body, rule) in cases {
             let found = rules(&method(body));

@@ -406,6 +406,21 @@ fn a_client_without_the_token_is_refused_and_changes_nothing() {
     let stranger = host.stranger();
     // ping needs no token: anyone may find out a host is there.
     assert_eq!(ask(&stranger, json!({"op": "ping"}))["ok"], json!(true));
+    // However it is spelt, a ping is answered by the socket thread itself: a stranger's payload
+    // that a worker would refuse (a lone surrogate in a field admission skips) gets the ping reply.
+    for payload in [
+        br#"{"id": 7, "op": "p\u0069ng"}"#.as_slice(),
+        br#"{"id": 7, "op": "ping", "x": "\ud800"}"#.as_slice(),
+    ] {
+        stranger.send(payload, 0).expect("send");
+        let reply: Value =
+            serde_json::from_slice(&stranger.recv_bytes(0).expect("reply")).expect("json");
+        assert_eq!(
+            (reply["id"].clone(), reply["ok"].clone()),
+            (json!(7), json!(true)),
+            "{reply}"
+        );
+    }
     let before = newest_tx(&owner).clone();
     let wrong = "0".repeat(64);
     let read_token =
