@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use crate::forge::ForgeError;
 use crate::image::{Image, ImageError, Origin};
 use crate::method::{MethodError, Methods};
 use crate::mind::{Ask, Completer};
@@ -133,6 +134,48 @@ pub struct Config {
     pub examples_writer: String,
     /// A writer's candidate identical to an earlier attempt's is drawn again, sampled.
     pub resample: bool,
+    /// Candidates the writer draws per attempt (the first greedy, the others sampled with a
+    /// seed each), checked in turn: the first that passes is installed.
+    pub candidates: u32,
+    /// Which installed methods a trap (a panic, fuel or memory run out, the time limit) sends
+    /// back to the mind for repair.
+    pub repair_traps: RepairTraps,
+}
+
+/// Which methods' traps open repair cycles (`cognition.repair_traps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairTraps {
+    Off,
+    /// Methods the mind wrote (the default): genesis and hand-installed methods are the
+    /// architect's, and a trap in them is answered as it is.
+    Synthesized,
+    All,
+}
+
+impl RepairTraps {
+    pub fn name(self) -> &'static str {
+        match self {
+            RepairTraps::Off => "off",
+            RepairTraps::Synthesized => "synthesized",
+            RepairTraps::All => "all",
+        }
+    }
+
+    fn parse(name: &str) -> Option<RepairTraps> {
+        [RepairTraps::Off, RepairTraps::Synthesized, RepairTraps::All]
+            .into_iter()
+            .find(|r| r.name() == name)
+    }
+
+    /// Whether a trap in a method of this origin (`genesis`, `architect`, `synthesized`) opens
+    /// a repair cycle.
+    pub fn covers(self, origin: &str) -> bool {
+        match self {
+            RepairTraps::Off => false,
+            RepairTraps::Synthesized => origin == Origin::Synthesized.as_str(),
+            RepairTraps::All => true,
+        }
+    }
 }
 
 impl Default for Config {
@@ -148,6 +191,8 @@ impl Default for Config {
             examples_from_intent: false,
             examples_writer: "lucius".into(),
             resample: true,
+            candidates: 1,
+            repair_traps: RepairTraps::Synthesized,
         }
     }
 }
@@ -170,6 +215,16 @@ impl Config {
         }
         if let Some(v) = slots.get("resample").and_then(Value::as_bool) {
             config.resample = v;
+        }
+        if let Some(v) = slots.get("candidates").and_then(Value::as_u64) {
+            config.candidates = v.clamp(1, 8) as u32;
+        }
+        if let Some(v) = slots
+            .get("repair_traps")
+            .and_then(Value::as_str)
+            .and_then(RepairTraps::parse)
+        {
+            config.repair_traps = v;
         }
         if let Some(v) = slots.get("memory").and_then(Value::as_u64) {
             config.memory = v.min(8) as u32;
@@ -202,6 +257,8 @@ impl Config {
             "examples_from_intent": self.examples_from_intent,
             "examples_writer": self.examples_writer,
             "resample": self.resample,
+            "candidates": self.candidates,
+            "repair_traps": self.repair_traps.name(),
         }) else {
             return Map::new();
         };
@@ -423,6 +480,58 @@ pub struct Mission {
     /// What the method must do (none: only the gates and the first call judge it).
     pub examples: Vec<examples::Example>,
     pub actor: String,
+    /// Set when the message found a method that trapped: the cycle writes its next version.
+    pub repair: Option<Repair>,
+}
+
+/// An installed method that trapped on a message, as its repair cycle receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Repair {
+    /// The object whose slot holds it: the receiver, or the parent it inherits the slot from.
+    pub holder: Oid,
+    pub method: MethodId,
+    pub version: i64,
+    pub source: String,
+    /// The protocol code and the message the call failed with.
+    pub code: &'static str,
+    pub error: String,
+}
+
+/// The codes of a trap: what may send an installed method back for repair.
+pub const TRAP_CODES: &[&str] = &["method-trap", "out-of-fuel", "out-of-memory", "timeout"];
+
+/// The repair a failed send asks for, if any: the failure is a trap, synthesis is on, and the
+/// method that trapped is of an origin `repair_traps` covers.
+pub fn trap_repair(
+    image: &Image,
+    receiver: Oid,
+    selector: &str,
+    code: &'static str,
+    error: &str,
+) -> Result<Option<Repair>, ImageError> {
+    if !TRAP_CODES.contains(&code) {
+        return Ok(None);
+    }
+    let config = Config::read(image)?;
+    if !config.synthesis {
+        return Ok(None);
+    }
+    let crate::object::Outcome::Method { holder, method } = image.send(receiver, selector)? else {
+        return Ok(None);
+    };
+    let record = image.method_record(method)?;
+    if !config.repair_traps.covers(&record.origin) {
+        return Ok(None);
+    }
+    let (source, _) = image.method_source_and_report(method)?;
+    Ok(Some(Repair {
+        holder,
+        method,
+        version: record.version,
+        source,
+        code,
+        error: error.to_owned(),
+    }))
 }
 
 /// How a cycle ended.
@@ -526,6 +635,10 @@ impl Cycle<'_> {
         }) else {
             return Err(ImageError::Corrupt("a cycle's slots are not an object".into()).into());
         };
+        let mut slots = slots;
+        if let Some(repair) = &mission.repair {
+            slots.insert("repairs".into(), json!(repair.method));
+        }
         let (cycle, _) = self.image.transact(
             "cognition",
             &format!("cycle for {}.{}", mission.receiver, mission.selector),
@@ -541,6 +654,7 @@ impl Cycle<'_> {
                 "intent": mission.intent,
                 "actor": mission.actor,
                 "mind": self.mind.label(),
+                "repair": mission.repair.as_ref().map(|r| json!({"holder": r.holder, "method": r.method, "version": r.version, "code": r.code, "error": r.error})),
             }),
         )?;
         self.event(cycle, "transition", json!({"to": State::Planning.name()}))?;
@@ -678,8 +792,20 @@ impl Cycle<'_> {
             mission,
             deadline,
         )?;
-        // With none given, examples written from the intent (a setting), checked the same way.
+        // A repair keeps to what the method it replaces was held to: the examples of the cycle
+        // that wrote it, beside any the failing message carried.
         let mut examples = mission.examples.clone();
+        if let Some(repair) = &mission.repair {
+            for example in self.inherited_examples(repair)? {
+                if !examples.contains(&example) {
+                    examples.push(example);
+                }
+            }
+            if let Some(reason) = examples::contradiction(&examples) {
+                return Err(Abort::Fail(reason));
+            }
+        }
+        // With none given, examples written from the intent (a setting), checked the same way.
         if examples.is_empty() && config.examples_from_intent {
             let text = self.ask(
                 cycle,
@@ -708,6 +834,10 @@ impl Cycle<'_> {
             self.event(cycle, "examples-written", json!({"examples": kept}))?;
             examples = kept;
         }
+        if !examples.is_empty() {
+            // Kept with the cycle: a later repair of its method is held to them too.
+            set_slot(self.image, cycle, "examples", json!(examples))?;
+        }
         let recalled = memory::recall(self.image, mission, config.memory as usize)?;
         if !recalled.is_empty() {
             let found: Vec<Value> = recalled
@@ -731,205 +861,357 @@ impl Cycle<'_> {
                     .as_ref()
                     .map(|(s, d, a)| (s.as_str(), d.as_str(), a.as_str())),
             );
-            let mut completion = self.ask(cycle, &config.writer, &prompt, mission, deadline)?;
-            // Greedy decoding repeats itself: a candidate already tried is drawn again, sampled.
-            if config.resample
-                && let Some((again, _)) = brief::extract_source(&completion)
-                && tried.contains(&again)
-            {
-                let seed = RESAMPLE_SEED + u64::from(attempt);
-                self.event(
-                    cycle,
-                    "resample",
-                    json!({"attempt": attempt, "why": "the writer repeated an earlier candidate", "temperature": RESAMPLE_TEMPERATURE, "seed": seed}),
-                )?;
-                completion = self.ask_sampled(
-                    cycle,
-                    &config.writer,
-                    &prompt,
-                    mission,
-                    deadline,
-                    RESAMPLE_TEMPERATURE,
-                    seed,
-                )?;
-            }
-            let Some((source, made)) = brief::extract_source(&completion) else {
-                last_reason = "the completion holds no Rust method (no `fn run`)".into();
-                self.event(
-                    cycle,
-                    "diagnostic",
-                    json!({"stage": "extract", "attempt": attempt, "error": last_reason}),
-                )?;
-                repair = Some((completion.clone(), last_reason.clone(), String::new()));
-                continue;
-            };
-            tried.push(source.clone());
-            for note in &made {
-                self.event(cycle, "fix", json!({"attempt": attempt, "fix": note}))?;
-            }
-            let mut source = source;
-            let failed = Failed {
+            let turn = Turn {
                 cycle,
                 mission,
-                config,
-                brief: &brief,
+                examples: &examples,
                 deadline,
                 attempt,
             };
-            self.enter(cycle, State::Compiling, json!({"attempt": attempt}))?;
-            self.check(deadline)?;
-            let started = Instant::now();
-            let mut outcome = self.methods.build(&source);
-            // A covenant refusal that names its write is fixed by rule and compiled again
-            // before a model turn is spent on it.
-            if let Err(MethodError::Refused { refusals, .. }) = &outcome
-                && let Some((fixed, note)) = fixes::notify_after_writes(&source, refusals)
-            {
-                self.event(cycle, "fix", json!({"attempt": attempt, "fix": note}))?;
-                source = fixed;
-                outcome = self.methods.build(&source);
-            }
-            let mut built = match outcome {
-                Ok(built) => built,
-                Err(e) => {
-                    // The exact corrected lines for the mistakes models repeat, first: rustc's
-                    // own text is long and its suggestions are often wrong.
-                    let hints = hints::corrected_lines(&source);
-                    let detail = json!({"stage": "compile", "gate": gate_of(&e), "hints": hints, "millis": started.elapsed().as_secs_f64() * 1000.0});
-                    let reason = if hints.is_empty() {
-                        e.to_string()
-                    } else {
-                        format!("Corrected lines (use these):\n{}\n\n{e}", hints.join("\n"))
-                    };
-                    let (reason, next) =
-                        self.setback_because(&failed, source, reason, e.code(), detail)?;
-                    last_reason = reason;
-                    repair = Some(next);
+            // The candidates of one attempt, checked in turn: the first to pass is installed; if
+            // none does, the one that got furthest is what the reviewer and the next attempt see.
+            let mut furthest: Option<Setback> = None;
+            for candidate in 1..=config.candidates {
+                let Some(completion) = self.draw(&turn, config, &prompt, candidate, &mut tried)?
+                else {
                     continue;
-                }
-            };
-            self.event(
-                cycle,
-                "compiled",
-                json!({"attempt": attempt, "millis": started.elapsed().as_secs_f64() * 1000.0, "sha256": built.sha256}),
-            )?;
-            if let Value::Object(report) = &mut built.report {
-                report.insert("cycle".into(), json!(cycle));
-            }
-            self.enter(cycle, State::Validating, json!({"attempt": attempt}))?;
-            self.check(deadline)?;
-            if !examples.is_empty() {
-                let started = Instant::now();
-                let failures = match self.methods.trial(
-                    self.image,
-                    mission.receiver,
-                    &mission.selector,
-                    &built,
-                    &examples,
-                    &mission.actor,
-                ) {
-                    Ok(failures) => failures,
-                    // The host's fault, not the writer's: no model turn is spent on it.
-                    Err(
-                        e @ (MethodError::Image(_) | MethodError::Sandbox(SandboxError::Image(_))),
-                    ) => {
-                        return Err(Abort::Error(CognitionError::Method(e)));
-                    }
-                    Err(e) => {
-                        let (reason, next) =
-                            self.setback(&failed, source, &e, json!({"stage": "examples"}))?;
-                        last_reason = reason;
-                        repair = Some(next);
-                        continue;
-                    }
                 };
-                let millis = started.elapsed().as_secs_f64() * 1000.0;
-                self.event(
+                match self.candidate(&turn, candidate, &completion)? {
+                    Tried::Installed(answer, method) => return Ok((answer, method)),
+                    Tried::Failed(setback) => {
+                        if furthest
+                            .as_ref()
+                            .is_none_or(|f| setback.reached > f.reached)
+                        {
+                            furthest = Some(setback);
+                        }
+                    }
+                }
+            }
+            let Some(setback) = furthest else {
+                last_reason = "every candidate repeated an earlier one".into();
+                continue;
+            };
+            last_reason = setback.reason.clone();
+            // No advice after the last attempt, nor for a completion with no method in it.
+            let advice = if attempt >= config.attempts || setback.reached == Reached::Nothing {
+                String::new()
+            } else {
+                self.ask(
                     cycle,
-                    "examples",
-                    json!({"attempt": attempt, "passed": examples.len() - failures.len(), "failed": failures, "millis": millis}),
-                )?;
-                if !failures.is_empty() {
-                    let reason = format!(
-                        "the method compiled but failed {} of {} examples:\n{}",
-                        failures.len(),
-                        examples.len(),
-                        failures.join("\n")
-                    );
-                    let (reason, next) = self.setback_because(
-                        &failed,
-                        source,
-                        reason,
-                        "wrong-answer",
-                        json!({"stage": "examples"}),
-                    )?;
-                    last_reason = reason;
-                    repair = Some(next);
-                    continue;
-                }
-            }
-            let started = Instant::now();
-            let note = format!(
-                "cycle {cycle}: install {}.{} and answer its first message",
-                mission.receiver, mission.selector
-            );
-            match self.methods.install_and_send(
-                self.image,
-                mission.receiver,
-                &mission.selector,
-                &built,
-                Origin::Synthesized,
-                mission.args.clone(),
-                &mission.actor,
-                &note,
-            ) {
-                Ok((installed, report)) => {
-                    let millis = started.elapsed().as_secs_f64() * 1000.0;
-                    let answer = json!({"value": report.value, "millis": millis});
-                    self.finish_installed(cycle, &installed, answer, attempt)?;
-                    return Ok((Ok(report.value), installed.method));
-                }
-                // Every example passed (an example may ask for an Err): the method's own Err
-                // is its answer, and the method is installed without the call's changes.
-                Err(MethodError::Sandbox(SandboxError::MethodError { message }))
-                    // Only a client's example can ask for an Err: one the model wrote cannot
-                    // vouch for an Err it may always answer.
-                    if mission.examples.iter().any(|e| {
-                        e.expect == examples::Expect::Error
-                            && examples::same(
-                                &Value::Array(e.args.clone()),
-                                &Value::Array(mission.args.clone()),
-                            )
-                    }) =>
-                {
-                    let installed = self.methods.install_built(
-                        self.image,
-                        mission.receiver,
-                        &mission.selector,
-                        &built,
-                        Origin::Synthesized,
-                        &mission.actor,
-                        &format!(
-                            "cycle {cycle}: install {}.{} (it answers its first message with an Err)",
-                            mission.receiver, mission.selector
-                        ),
-                    ).map_err(CognitionError::from)?;
-                    self.finish_installed(cycle, &installed, json!({"error": message}), attempt)?;
-                    return Ok((Err(message), installed.method));
-                }
-                Err(e) => {
-                    let (reason, next) =
-                        self.setback(&failed, source, &e, json!({"stage": "trial"}))?;
-                    last_reason = reason;
-                    repair = Some(next);
-                }
-            }
+                    &config.reviewer,
+                    &brief::review_prompt(&brief, &setback.source, &setback.reason),
+                    mission,
+                    deadline,
+                )?
+            };
+            repair = Some((setback.source, setback.reason, advice));
         }
         Err(Abort::Fail(format!(
             "no method passed after {} attempt(s); last: {}",
             config.attempts,
             brief::clip(&last_reason, 300)
         )))
+    }
+
+    /// The examples the cycle that wrote a method checked it against (none for a method no
+    /// cycle wrote, or one whose cycle kept none).
+    fn inherited_examples(&self, repair: &Repair) -> Result<Vec<examples::Example>, Abort> {
+        let (_, report) = self.image.method_source_and_report(repair.method)?;
+        let Some(cycle) = report.get("cycle").and_then(Value::as_i64) else {
+            return Ok(Vec::new());
+        };
+        let kept = match self.image.get(Oid(cycle), "examples") {
+            Ok(kept) => kept,
+            Err(ImageError::NoSuchSlot { .. } | ImageError::NoSuchObject(_)) => {
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(serde_json::from_value(kept).unwrap_or_default())
+    }
+
+    /// Candidate `n` of an attempt: the first greedy (drawn again, sampled, if it repeats an
+    /// earlier attempt's and `resample` is on), the others sampled with a seed each. `None`: a
+    /// sampled candidate that repeats one already checked (it would fail the same way).
+    fn draw(
+        &mut self,
+        turn: &Turn<'_>,
+        config: &Config,
+        prompt: &str,
+        n: u32,
+        tried: &mut Vec<String>,
+    ) -> Result<Option<String>, Abort> {
+        let (cycle, mission, attempt) = (turn.cycle, turn.mission, turn.attempt);
+        let repeats = |completion: &str, tried: &[String]| {
+            brief::extract_source(completion).is_some_and(|(source, _)| tried.contains(&source))
+        };
+        let completion = if n == 1 {
+            let completion = self.ask(cycle, &config.writer, prompt, mission, turn.deadline)?;
+            // Greedy decoding repeats itself: a candidate already tried is drawn again, sampled.
+            if config.resample && repeats(&completion, tried) {
+                let seed = RESAMPLE_SEED + u64::from(attempt);
+                self.event(
+                    cycle,
+                    "resample",
+                    json!({"attempt": attempt, "why": "the writer repeated an earlier candidate", "temperature": RESAMPLE_TEMPERATURE, "seed": seed}),
+                )?;
+                self.ask_sampled(
+                    cycle,
+                    &config.writer,
+                    prompt,
+                    mission,
+                    turn.deadline,
+                    RESAMPLE_TEMPERATURE,
+                    seed,
+                )?
+            } else {
+                completion
+            }
+        } else {
+            let seed = RESAMPLE_SEED + 1000 * u64::from(attempt) + u64::from(n);
+            let completion = self.ask_sampled(
+                cycle,
+                &config.writer,
+                prompt,
+                mission,
+                turn.deadline,
+                RESAMPLE_TEMPERATURE,
+                seed,
+            )?;
+            if repeats(&completion, tried) {
+                self.event(
+                    cycle,
+                    "candidate",
+                    json!({"attempt": attempt, "candidate": n, "skipped": "it repeats a candidate already checked"}),
+                )?;
+                return Ok(None);
+            }
+            completion
+        };
+        if let Some((source, _)) = brief::extract_source(&completion) {
+            tried.push(source);
+        }
+        Ok(Some(completion))
+    }
+
+    /// One candidate through every check: extraction, the fixes by rule, the gates and rustc,
+    /// the examples on scratch clones, and the install with the first call. Its failure is a
+    /// `diagnostic` in the transcript.
+    fn candidate(&mut self, turn: &Turn<'_>, n: u32, completion: &str) -> Result<Tried, Abort> {
+        let (cycle, mission, attempt) = (turn.cycle, turn.mission, turn.attempt);
+        let Some((source, made)) = brief::extract_source(completion) else {
+            let reason = "the completion holds no Rust method (no `fn run`)".to_owned();
+            return self.failed(
+                turn,
+                n,
+                Setback::new(completion.to_owned(), reason, "no-method", Reached::Nothing),
+                json!({"stage": "extract"}),
+            );
+        };
+        for note in &made {
+            self.event(
+                cycle,
+                "fix",
+                json!({"attempt": attempt, "candidate": n, "fix": note}),
+            )?;
+        }
+        let mut source = source;
+        self.enter(
+            cycle,
+            State::Compiling,
+            json!({"attempt": attempt, "candidate": n}),
+        )?;
+        self.check(turn.deadline)?;
+        let started = Instant::now();
+        let mut outcome = self.methods.build(&source);
+        // Fixes by rule, each compiled again before a model turn is spent: a covenant refusal
+        // that names its write, then rustc's machine-applicable suggestions.
+        if let Err(MethodError::Refused { refusals, .. }) = &outcome
+            && let Some((fixed, note)) = fixes::notify_after_writes(&source, refusals)
+        {
+            self.event(
+                cycle,
+                "fix",
+                json!({"attempt": attempt, "candidate": n, "fix": note}),
+            )?;
+            source = fixed;
+            outcome = self.methods.build(&source);
+        }
+        if let Err(MethodError::Forge(ForgeError::CompileFailed { suggestions, .. })) = &outcome
+            && let Some((fixed, note)) = fixes::apply_rustc_suggestions(&source, suggestions)
+        {
+            self.event(
+                cycle,
+                "fix",
+                json!({"attempt": attempt, "candidate": n, "fix": note}),
+            )?;
+            source = fixed;
+            outcome = self.methods.build(&source);
+        }
+        let mut built = match outcome {
+            Ok(built) => built,
+            Err(e) => {
+                // The exact corrected lines for the mistakes models repeat, first: rustc's own
+                // text is long and its suggestions are often wrong.
+                let hints = hints::corrected_lines(&source);
+                let detail = json!({"stage": "compile", "gate": gate_of(&e), "hints": hints, "millis": started.elapsed().as_secs_f64() * 1000.0});
+                let reason = if hints.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("Corrected lines (use these):\n{}\n\n{e}", hints.join("\n"))
+                };
+                let reached = if matches!(e, MethodError::Refused { .. }) {
+                    Reached::Source
+                } else {
+                    Reached::Rustc
+                };
+                return self.failed(
+                    turn,
+                    n,
+                    Setback::new(source, reason, e.code(), reached),
+                    detail,
+                );
+            }
+        };
+        self.event(
+            cycle,
+            "compiled",
+            json!({"attempt": attempt, "candidate": n, "millis": started.elapsed().as_secs_f64() * 1000.0, "sha256": built.sha256}),
+        )?;
+        if let Value::Object(report) = &mut built.report {
+            report.insert("cycle".into(), json!(cycle));
+        }
+        self.enter(
+            cycle,
+            State::Validating,
+            json!({"attempt": attempt, "candidate": n}),
+        )?;
+        self.check(turn.deadline)?;
+        if !turn.examples.is_empty() {
+            let started = Instant::now();
+            let failures = match self.methods.trial(
+                self.image,
+                mission.receiver,
+                &mission.selector,
+                &built,
+                turn.examples,
+                &mission.actor,
+            ) {
+                Ok(failures) => failures,
+                Err(e) if host_fault(&e) => return Err(Abort::Error(CognitionError::Method(e))),
+                Err(e) => {
+                    let setback = Setback::new(source, e.to_string(), e.code(), Reached::Compiled);
+                    return self.failed(turn, n, setback, json!({"stage": "examples"}));
+                }
+            };
+            let millis = started.elapsed().as_secs_f64() * 1000.0;
+            self.event(
+                cycle,
+                "examples",
+                json!({"attempt": attempt, "candidate": n, "passed": turn.examples.len() - failures.len(), "failed": failures, "millis": millis}),
+            )?;
+            if !failures.is_empty() {
+                let reason = format!(
+                    "the method compiled but failed {} of {} examples:\n{}",
+                    failures.len(),
+                    turn.examples.len(),
+                    failures.join("\n")
+                );
+                let setback = Setback::new(source, reason, "wrong-answer", Reached::Compiled);
+                return self.failed(turn, n, setback, json!({"stage": "examples"}));
+            }
+        }
+        let started = Instant::now();
+        // A repair is a new version of the method that trapped, where it is (the receiver or
+        // the parent it was inherited from).
+        let holder = mission
+            .repair
+            .as_ref()
+            .map_or(mission.receiver, |r| r.holder);
+        let note = match &mission.repair {
+            None => format!(
+                "cycle {cycle}: install {}.{} and answer its first message",
+                mission.receiver, mission.selector
+            ),
+            Some(r) => format!(
+                "cycle {cycle}: repair {holder}.{} (version {} failed with {}) and answer the message again",
+                mission.selector, r.version, r.code
+            ),
+        };
+        match self.methods.install_and_send(
+            self.image,
+            holder,
+            mission.receiver,
+            &mission.selector,
+            &built,
+            Origin::Synthesized,
+            mission.args.clone(),
+            &mission.actor,
+            &note,
+        ) {
+            Ok((installed, report)) => {
+                let millis = started.elapsed().as_secs_f64() * 1000.0;
+                let answer = json!({"value": report.value, "millis": millis});
+                self.finish_installed(cycle, &installed, answer, attempt)?;
+                Ok(Tried::Installed(Ok(report.value), installed.method))
+            }
+            // Every example passed (an example may ask for an Err): the method's own Err is its
+            // answer, and the method is installed without the call's changes.
+            Err(MethodError::Sandbox(SandboxError::MethodError { message }))
+                // Only a client's example can ask for an Err: one the model wrote cannot vouch
+                // for an Err it may always answer.
+                if mission.examples.iter().any(|e| {
+                    e.expect == examples::Expect::Error
+                        && examples::same(
+                            &Value::Array(e.args.clone()),
+                            &Value::Array(mission.args.clone()),
+                        )
+                }) =>
+            {
+                let installed = self
+                    .methods
+                    .install_built(
+                        self.image,
+                        holder,
+                        &mission.selector,
+                        &built,
+                        Origin::Synthesized,
+                        &mission.actor,
+                        &format!(
+                            "cycle {cycle}: install {holder}.{} (it answers its first message with an Err)",
+                            mission.selector
+                        ),
+                    )
+                    .map_err(CognitionError::from)?;
+                self.finish_installed(cycle, &installed, json!({"error": message}), attempt)?;
+                Ok(Tried::Installed(Err(message), installed.method))
+            }
+            Err(e) if host_fault(&e) => Err(Abort::Error(CognitionError::Method(e))),
+            Err(e) => {
+                let setback = Setback::new(source, e.to_string(), e.code(), Reached::Examples);
+                self.failed(turn, n, setback, json!({"stage": "trial"}))
+            }
+        }
+    }
+
+    /// A candidate's failure, as a `diagnostic` in the transcript.
+    fn failed(
+        &mut self,
+        turn: &Turn<'_>,
+        n: u32,
+        setback: Setback,
+        mut detail: Value,
+    ) -> Result<Tried, Abort> {
+        let reason = brief::clip(&setback.reason, 1500);
+        if let Value::Object(d) = &mut detail {
+            d.insert("attempt".into(), json!(turn.attempt));
+            d.insert("candidate".into(), json!(n));
+            d.insert("code".into(), json!(setback.code));
+            d.insert("error".into(), json!(reason));
+        }
+        self.event(turn.cycle, "diagnostic", detail)?;
+        Ok(Tried::Failed(Setback { reason, ..setback }))
     }
 
     /// The last three states of a cycle whose method is installed: installing, answering (with
@@ -951,59 +1233,69 @@ impl Cycle<'_> {
         self.enter(cycle, State::Complete, json!({"attempts": attempt}))?;
         Ok(())
     }
+}
 
-    /// An attempt that failed: its diagnostic (`detail` plus the attempt, the code and the
-    /// error) in the transcript, and the reviewer's advice (none after the last attempt).
-    /// Answers the reason and what the writer's next prompt repairs: (source, reason, advice).
-    fn setback(
-        &mut self,
-        failed: &Failed<'_>,
-        source: String,
-        error: &MethodError,
-        detail: Value,
-    ) -> Result<(String, (String, String, String)), Abort> {
-        self.setback_because(failed, source, error.to_string(), error.code(), detail)
-    }
+/// One attempt's place in its cycle, for its candidates.
+struct Turn<'a> {
+    cycle: Oid,
+    mission: &'a Mission,
+    /// The examples the method must pass (given, or written from the intent).
+    examples: &'a [examples::Example],
+    deadline: Instant,
+    attempt: u32,
+}
 
-    /// [`Cycle::setback`] for a failure that is not a [`MethodError`] (a wrong answer).
-    fn setback_because(
-        &mut self,
-        failed: &Failed<'_>,
-        source: String,
-        reason: String,
-        code: &str,
-        mut detail: Value,
-    ) -> Result<(String, (String, String, String)), Abort> {
-        let reason = brief::clip(&reason, 1500);
-        if let Value::Object(d) = &mut detail {
-            d.insert("attempt".into(), json!(failed.attempt));
-            d.insert("code".into(), json!(code));
-            d.insert("error".into(), json!(reason));
+/// How far a failed candidate got: the furthest of an attempt's is the one repaired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reached {
+    /// No method in the completion.
+    Nothing,
+    /// Refused by the source gate (before rustc).
+    Source,
+    /// Refused by rustc or the component gate.
+    Rustc,
+    /// Compiled, then failed an example.
+    Compiled,
+    /// Passed every example, then failed its first call.
+    Examples,
+}
+
+/// A candidate that failed: its source, why, the error code, and how far it got.
+struct Setback {
+    source: String,
+    reason: String,
+    code: String,
+    reached: Reached,
+}
+
+impl Setback {
+    fn new(source: String, reason: String, code: &str, reached: Reached) -> Setback {
+        Setback {
+            source,
+            reason,
+            code: code.to_owned(),
+            reached,
         }
-        self.event(failed.cycle, "diagnostic", detail)?;
-        let advice = if failed.attempt >= failed.config.attempts {
-            String::new()
-        } else {
-            self.ask(
-                failed.cycle,
-                &failed.config.reviewer,
-                &brief::review_prompt(failed.brief, &source, &reason),
-                failed.mission,
-                failed.deadline,
-            )?
-        };
-        Ok((reason.clone(), (source, reason, advice)))
     }
 }
 
-/// Where a failed attempt happened, for [`Cycle::setback`].
-struct Failed<'a> {
-    cycle: Oid,
-    mission: &'a Mission,
-    config: &'a Config,
-    brief: &'a str,
-    deadline: Instant,
-    attempt: u32,
+/// What one candidate came to.
+enum Tried {
+    /// Installed, with the answer to the message (or the Err an example asked for).
+    Installed(Result<Value, String>, MethodId),
+    Failed(Setback),
+}
+
+/// The host's fault, not the writer's (the image's file or database failed): the cycle ends,
+/// no model turn is spent on it. A method's own misuse of the image (delegation too deep, a
+/// value too large) is the writer's to repair.
+fn host_fault(e: &MethodError) -> bool {
+    match e {
+        MethodError::Image(e) | MethodError::Sandbox(SandboxError::Image(e)) => {
+            e.code() == "internal"
+        }
+        _ => false,
+    }
 }
 
 /// Which gate refused a method: `source` (before rustc), `rustc`, `component` (after it).
@@ -1182,6 +1474,12 @@ pub fn export(image: &Image) -> Result<Vec<Value>, CognitionError> {
 
 /// The failure a client gets when a cycle did not produce the method.
 pub fn failure_message(mission: &Mission, outcome: &Outcome) -> String {
+    if let (Some(repair), Outcome::Failed { cycle, reason }) = (&mission.repair, outcome) {
+        return format!(
+            "{}; its repair (cycle {cycle}) failed: {reason}",
+            repair.error
+        );
+    }
     match outcome {
         Outcome::Failed { cycle, reason } => format!(
             "object {} does not understand `{}`: cycle {cycle} failed: {reason}",

@@ -103,7 +103,11 @@ pub fn default_concurrent_compiles() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
     #[error("the method does not compile:\n{diagnostics}")]
-    CompileFailed { diagnostics: String },
+    CompileFailed {
+        diagnostics: String,
+        /// rustc's JSON diagnostics that carry machine-applicable suggestions, one per line.
+        suggestions: String,
+    },
     #[error("compiling took longer than {0:?}")]
     Timeout(Duration),
     #[error("the method source is {size} bytes, more than the limit of {limit}")]
@@ -358,7 +362,13 @@ impl Forge {
         let src = dir.path().join("method.rs");
         fs::write(&src, format!("{source}\n{GLUE}")).map_err(io(&src))?;
         let diagnostics_path = dir.path().join("diagnostics.txt");
-        let diagnostics_file = File::create(&diagnostics_path).map_err(io(&diagnostics_path))?;
+        // Read and write: the diagnostics are read back through this same descriptor.
+        let diagnostics_file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&diagnostics_path)
+            .map_err(io(&diagnostics_path))?;
         // Read back through this descriptor, never by name: the job's directory is writable
         // from inside the jail, so the name could be made to point anywhere.
         let mut diagnostics_back = diagnostics_file
@@ -391,6 +401,10 @@ impl Forge {
             "wasm32-wasip2",
             "--color",
             "never",
+            // Machine-readable, so that rustc's machine-applicable suggestions can be applied
+            // (cognition's fixes); the text a user reads is each diagnostic's `rendered` form.
+            "--error-format",
+            "json",
             "--cap-lints",
             "warn",
         ]
@@ -428,19 +442,23 @@ impl Forge {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let diagnostics = {
+        let (diagnostics, suggestions) = {
             use std::io::Seek;
             let _ = diagnostics_back.seek(std::io::SeekFrom::Start(0));
             self.read_diagnostics(&mut diagnostics_back, dir.path())
         };
         if !status.success() {
-            return Err(ForgeError::CompileFailed { diagnostics });
+            return Err(ForgeError::CompileFailed {
+                diagnostics,
+                suggestions,
+            });
         }
         // The component by name, but only a regular file (not a link the jail's side made).
         let meta = fs::symlink_metadata(&out).map_err(io(&out))?;
         if !meta.file_type().is_file() {
             return Err(ForgeError::CompileFailed {
                 diagnostics: "the compiler's output is not a regular file".into(),
+                suggestions: String::new(),
             });
         }
         let size = meta.len();
@@ -469,30 +487,64 @@ impl Forge {
         })
     }
 
-    /// The compiler's output, bounded, with the private directory's path taken out.
-    fn read_diagnostics(&self, file: &mut File, dir: &Path) -> String {
+    /// The compiler's output, bounded, with the private directory's path taken out: the text a
+    /// user reads (each JSON diagnostic's rendered form, any other line as it is) and the JSON
+    /// lines that carry suggestions (for cognition's fixes).
+    fn read_diagnostics(&self, file: &mut File, dir: &Path) -> (String, String) {
         let mut bytes = Vec::new();
         let limit = self.limits.max_diagnostics_bytes as u64;
-        let _ = file.take(limit + 1).read_to_end(&mut bytes);
-        let truncated = bytes.len() as u64 > limit;
-        bytes.truncate(limit as usize);
+        // JSON takes several times the rendered text's bytes.
+        let raw_limit = limit.saturating_mul(JSON_BYTES_PER_TEXT_BYTE);
+        let _ = file.take(raw_limit + 1).read_to_end(&mut bytes);
+        let mut truncated = bytes.len() as u64 > raw_limit;
+        bytes.truncate(raw_limit as usize);
         // Lossy: a cut inside a multi-byte character must not lose the whole text. No host path
         // reaches a client: the job's directory goes, the toolchain and the SDK show as the
         // jail names them (an unjailed rustc quotes the host's paths), the cache and home go.
-        let mut text = String::from_utf8_lossy(&bytes)
+        let mut raw = String::from_utf8_lossy(&bytes)
             .replace(&format!("{}/", dir.display()), "")
             .replace(&format!("{}/", jail::JOB), "")
             .replace(&self.sysroot.display().to_string(), jail::SYSROOT)
             .replace(&self.cache.display().to_string(), "$BATOS_CACHE");
         if let Some(home) = std::env::var_os("HOME").filter(|h| h.len() > 1) {
-            text = text.replace(&*home.to_string_lossy(), "~");
+            raw = raw.replace(&*home.to_string_lossy(), "~");
+        }
+        let mut text = String::new();
+        let mut suggestions = String::new();
+        for line in raw.lines() {
+            match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(diagnostic) if diagnostic.get("$message_type").is_some() => {
+                    if let Some(rendered) = diagnostic.get("rendered").and_then(|r| r.as_str()) {
+                        text.push_str(rendered);
+                    }
+                    if line.contains("\"suggestion_applicability\":\"MachineApplicable\"") {
+                        suggestions.push_str(line);
+                        suggestions.push('\n');
+                    }
+                }
+                _ => {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        if text.len() as u64 > limit {
+            let mut cut = limit as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            truncated = true;
         }
         if truncated {
             text.push_str("\n[… diagnostics truncated]");
         }
-        text
+        (text, suggestions)
     }
 }
+
+/// How many bytes of rustc's JSON diagnostics are read per byte of rendered text kept.
+const JSON_BYTES_PER_TEXT_BYTE: u64 = 8;
 
 /// Kills a compile and everything it started (its process group), and reaps it.
 fn kill_group(child: &mut std::process::Child) {

@@ -303,12 +303,14 @@ impl Methods {
 
     /// Installs an already built method and sends it the message it was written for, in one
     /// transaction: both commit together, or (the call fails) neither does, so a method that
-    /// fails on its first message is never installed. `report` is the build's report.
+    /// fails on its first message is never installed. The method goes in `target`'s slot and the
+    /// message to `receiver` (the same object, or one that inherits the slot from `target`).
     #[allow(clippy::too_many_arguments)]
     pub fn install_and_send(
         &self,
         image: &mut Image,
         target: Oid,
+        receiver: Oid,
         selector: &str,
         built: &Built,
         origin: Origin,
@@ -325,7 +327,7 @@ impl Methods {
             // A rolled-back install frees its id again (SQLite's AUTOINCREMENT counter rolls back
             // with it), so a failed call forgets what it remembered under that id.
             sandbox.remember(method, &built.component)?;
-            let call = Call::new(method, target, args, sandbox.limits());
+            let call = Call::new(method, receiver, args, sandbox.limits());
             match sandbox.invoke(tx, call) {
                 Ok(report) => Ok::<_, MethodError>(((method, version), report)),
                 Err(e) => {
@@ -392,10 +394,14 @@ impl Methods {
                 trial_methods.push(method);
                 sandbox.remember(method, &built.component)?;
                 let call = Call::new(method, scratch, example.args.clone(), sandbox.limits());
-                let outcome = sandbox.invoke(tx, call);
-                if let Err(SandboxError::Image(e)) = outcome {
-                    return Err(TrialEnd::Error(MethodError::Image(e)));
-                }
+                // The image failing is the host's fault; a method's misuse of it (delegation
+                // too deep, a value too large) is that example's failure.
+                let outcome = match sandbox.invoke(tx, call) {
+                    Err(SandboxError::Image(e)) if e.code() == "internal" => {
+                        return Err(TrialEnd::Error(MethodError::Image(e)));
+                    }
+                    outcome => outcome,
+                };
                 let mut wrong = Vec::new();
                 match (&example.expect, &outcome) {
                     (Expect::Answer(want), Ok(report)) if !examples::same(want, &report.value) => {

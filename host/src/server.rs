@@ -1005,24 +1005,42 @@ fn answer_with(
             Answer::Reply(reply, read_key(&value).map(|key| (key, text)))
         }
         Err(failure) => {
-            if failure.code == "does-not-understand"
-                && let Some(Request::Send {
-                    to,
-                    selector,
-                    args,
-                    intent,
-                    examples,
-                }) = sent
+            if let Some(Request::Send {
+                to,
+                selector,
+                args,
+                intent,
+                examples,
+            }) = sent
                 && let Ok(receiver) = image.resolve(&to)
             {
-                return Answer::Missing(Mission {
-                    receiver,
-                    selector,
-                    args,
-                    intent,
-                    examples,
-                    actor: actor.to_owned(),
-                });
+                // Nothing understood it: a cycle writes the method. Its method trapped: a cycle
+                // repairs it (`cognition.repair_traps`).
+                let repair = if failure.code == "does-not-understand" {
+                    Some(None)
+                } else {
+                    cognition::trap_repair(
+                        image,
+                        receiver,
+                        &selector,
+                        failure.code,
+                        &failure.message,
+                    )
+                    .ok()
+                    .flatten()
+                    .map(Some)
+                };
+                if let Some(repair) = repair {
+                    return Answer::Missing(Mission {
+                        receiver,
+                        selector,
+                        args,
+                        intent,
+                        examples,
+                        actor: actor.to_owned(),
+                        repair,
+                    });
+                }
             }
             record(
                 image,
@@ -1201,7 +1219,11 @@ impl Thinker {
             Ok(other) => failure_reply(
                 &job.payload,
                 &Failure::new(
-                    "does-not-understand",
+                    // A failed repair answers the trap it was opened for.
+                    waiter
+                        .repair
+                        .as_ref()
+                        .map_or("does-not-understand", |r| r.code),
                     cognition::failure_message(waiter, other),
                 ),
             ),

@@ -5,12 +5,16 @@ fixed suite of 44 missions (scripts/bench/missions.json: numbers, strings, lists
 errors, sends to other objects, creating objects), first try and after repairs, per setting.
 
     cargo build --bin batos
-    python3 scripts/bench/cycles.py [--setting plain given intent] [--attempts 4] [--limit N] [--json]
+    python3 scripts/bench/cycles.py [--setting plain given intent] [--attempts 4] [--candidates 1 2]
+                                    [--limit N] [--json]
 
 Settings: `plain` sends each mission's message with its intent only; `given` also gives the
 message's own expected answer (and slots after it) as an example, which the cycle checks on a
 scratch clone before installing; `intent` turns on the cognition setting `examples_from_intent`
-(the examples persona writes them). Each setting runs on a new image (`batos init`, the default
+(the examples persona writes them). `--candidates K...` runs each setting once per K (the cognition
+setting `candidates`: K drawn per attempt, the first greedy, the others sampled). A trap in an
+installed method is answered as it is here (`repair_traps` off): the held-out checks judge the
+method the cycle installed. Each setting runs on a new image (`batos init`, the default
 mind unless BATOS_MODEL names another) served by a real host.
 
 For each mission a fresh object is created with the mission's slots, and the missing selector is
@@ -105,24 +109,25 @@ def main():
     ap.add_argument("--setting", nargs="+", default=["plain", "given"], choices=["plain", "given", "intent"])
     ap.add_argument("--missions", default=os.path.join(HERE, "missions.json"))
     ap.add_argument("--attempts", type=int, default=4)
+    ap.add_argument("--candidates", type=int, nargs="+", default=[1])
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--mind", default="image", help="image (the embedded model) or scripted:FILE")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     missions = json.load(open(args.missions))[: args.limit]
-    reports = [run_setting(args, missions, setting) for setting in args.setting]
+    reports = [run_setting(args, missions, setting, k) for setting in args.setting for k in args.candidates]
     if args.json:
         print(json.dumps(reports))
         return
     mind = next((r["mind"] for r in reports if r["mind"]), "?")
     print(f"mind: {mind}; {len(missions)} missions; up to {args.attempts} attempts each")
-    print("| setting | | compiled (rustc) | passed the guardian | installed | correct | median cycle | p90 cycle |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| setting | candidates | | compiled (rustc) | passed the guardian | installed | correct | median cycle | p90 cycle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for report in reports:
         s = report["seconds_per_cycle"]
         for key, label in [("first_try", "first try"), ("after_repairs", "after repairs")]:
             r = report[key]
-            print(f"| {report['setting']} | {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% "
+            print(f"| {report['setting']} | {report['candidates']} | {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% "
                   f"| {r['correct']:.0f}% | {s['median']:.1f} s | {s['p90']:.1f} s |")
 
 
@@ -144,7 +149,7 @@ def as_expected(reply, expect_error, expect):
     return reply["ok"] and same(reply["result"], expect)
 
 
-def run_setting(args, missions, setting):
+def run_setting(args, missions, setting, candidates):
     with tempfile.TemporaryDirectory() as tmp:
         image = os.path.join(tmp, "image.db")
         endpoint = f"tcp://127.0.0.1:{free_port()}"
@@ -163,6 +168,8 @@ def run_setting(args, missions, setting):
                 client = Client(endpoint, f.read().strip())
             client.ask(op="set", to="cognition", slot="attempts", value=args.attempts)
             client.ask(op="set", to="cognition", slot="examples_from_intent", value=setting == "intent")
+            client.ask(op="set", to="cognition", slot="candidates", value=candidates)
+            client.ask(op="set", to="cognition", slot="repair_traps", value="off")
             mind = None
             results = []
             for m in missions:
@@ -199,7 +206,7 @@ def run_setting(args, missions, setting):
                     "correct": correct, "correct_first": correct and cycle["attempts"] == 1,
                     "reply": reply.get("result", reply.get("error")),
                 })
-                print(f"{setting:>6} {m['selector']:>14}: {cycle['state']:<8} attempts {cycle['attempts']} "
+                print(f"{setting:>6} k={candidates} {m['selector']:>14}: {cycle['state']:<8} attempts {cycle['attempts']} "
                       f"{seconds:6.1f} s  correct={correct}", file=sys.stderr)
         finally:
             host.terminate()
@@ -209,7 +216,7 @@ def run_setting(args, missions, setting):
     share = lambda f: sum(1 for r in results if f(r)) / n * 100
     seconds = sorted(r["seconds"] for r in results)
     return {
-        "setting": setting, "mind": mind, "missions": n, "attempts": args.attempts,
+        "setting": setting, "candidates": candidates, "mind": mind, "missions": n, "attempts": args.attempts,
         "first_try": {"compiled": share(lambda r: r["first"]["rustc"]),
                       "guardian": share(lambda r: r["first"]["guardian"]),
                       "installed": share(lambda r: r["first"]["trial"]),

@@ -91,10 +91,14 @@ pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
         .clone()
         .unwrap_or_else(|| format!("object {}", mission.receiver));
     let mut out = format!(
-        "Object `{name}` (id {}) received the message `{}` with arguments {} and has no method for it.\n",
+        "Object `{name}` (id {}) received the message `{}` with arguments {} and {}.\n",
         mission.receiver,
         mission.selector,
-        Value::Array(mission.args.clone())
+        Value::Array(mission.args.clone()),
+        match &mission.repair {
+            None => "has no method for it",
+            Some(_) => "its method for it failed",
+        }
     );
     let slots: Vec<String> = view
         .slots
@@ -130,6 +134,14 @@ pub fn mission(image: &Image, mission: &Mission) -> Result<String, ImageError> {
         None => out.push_str(
             "Intent: not given; infer it from the selector, the arguments and the slots.\n",
         ),
+    }
+    if let Some(repair) = &mission.repair {
+        out.push_str(&format!(
+            "The installed method (version {}) failed on these arguments: {}\nIts source:\n```rust\n{}\n```\nWrite a corrected version that answers these arguments without failing and still does what it did for others.\n",
+            repair.version,
+            clip(&repair.error, 600),
+            clip(repair.source.trim(), 4000)
+        ));
     }
     Ok(out)
 }

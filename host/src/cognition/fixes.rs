@@ -9,6 +9,8 @@
 //!   `Err("text".to_string())`.
 //! - `me.int("x")?` (a `?` after a helper that answers a plain value: `int`, `float`, `text`,
 //!   `list`) loses the `?`.
+//! - rustc's machine-applicable suggestions (the `rustfix` crate: what `cargo fix` applies), on
+//!   the method's own text only.
 
 /// `run`'s parameters, spaces removed.
 const RUN_PARAMETERS: &str = "(me:Obj,args:Vec<Value>)";
@@ -180,6 +182,43 @@ pub fn notify_after_writes(source: &str, refusals: &[String]) -> Option<(String,
             "inserted notify_changed() after the write(s) the covenant named ({})",
             done.join(", ")
         ),
+    ))
+}
+
+/// Applies rustc's machine-applicable suggestions (`suggestions`: its JSON diagnostics, one per
+/// line, as the forge keeps them) to the method's own text: a suggestion that reaches into the
+/// SDK's glue after it, or into another file, is left out. Answers nothing when none applies.
+pub fn apply_rustc_suggestions(source: &str, suggestions: &str) -> Option<(String, String)> {
+    if suggestions.trim().is_empty() {
+        return None;
+    }
+    let found = rustfix::get_suggestions_from_json(
+        suggestions,
+        &std::collections::HashSet::new(),
+        rustfix::Filter::MachineApplicableOnly,
+    )
+    .ok()?;
+    let own: Vec<rustfix::Suggestion> = found
+        .into_iter()
+        .filter(|s| {
+            s.solutions.iter().all(|solution| {
+                solution.replacements.iter().all(|r| {
+                    r.snippet.file_name == "method.rs" && r.snippet.range.end <= source.len()
+                })
+            })
+        })
+        .collect();
+    if own.is_empty() {
+        return None;
+    }
+    let fixed = rustfix::apply_suggestions(source, &own).ok()?;
+    if fixed == source {
+        return None;
+    }
+    let what: Vec<&str> = own.iter().map(|s| s.message.as_str()).collect();
+    Some((
+        fixed,
+        format!("applied rustc's suggestions: {}", what.join("; ")),
     ))
 }
 

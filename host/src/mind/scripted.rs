@@ -1,7 +1,8 @@
 //! The scripted mind: a TEST FACILITY, not a model. `batos serve --mind scripted:FILE` answers
 //! every prompt from FILE, JSON lines of `{"when": "<text>", "completion": "<text>"}`: the first
 //! line whose `when` occurs in the prompt (system text and user text together), or that has no
-//! `when`, gives the completion. Lines may answer many prompts. It exists so that cycles can be
+//! `when`, gives the completion; a line with `"sampled": true` (or `false`) answers only sampled
+//! (or only greedy) asks. Lines may answer many prompts. It exists so that cycles can be
 //! tested and demonstrated deterministically; its completions go through exactly the extraction,
 //! forge and guardian a model's do. A completion is the whole answer: prefills are not added.
 
@@ -17,6 +18,10 @@ use super::{Ask, Completer, Completion, MindError};
 struct Rule {
     #[serde(default)]
     when: Option<String>,
+    /// `true`: only for sampled asks (a temperature above 0); `false`: only for greedy ones;
+    /// absent: both. Lets a script give a cycle's sampled candidates other completions.
+    #[serde(default)]
+    sampled: Option<bool>,
     completion: String,
 }
 
@@ -69,6 +74,7 @@ impl Completer for ScriptedMind {
                 r.when
                     .as_deref()
                     .is_none_or(|w| ask.prompt.contains(w) || ask.system.contains(w))
+                    && r.sampled.is_none_or(|s| s == (ask.temperature > 0.0))
             })
             .ok_or_else(|| {
                 MindError::Inference(format!(

@@ -10,5 +10,6 @@ mod lifecycle;
 mod limits;
 mod methods;
 mod mind;
+mod repairs;
 mod replay_property;
 mod support;
