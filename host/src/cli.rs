@@ -20,7 +20,7 @@ use crate::mind::{
     self, Engine, GenerateRequest, ImportOptions, MindError, MindInfo, MindSpec, Quantize, weights,
 };
 use crate::object::{ObjRef, Oid, TxId};
-use crate::protocol::{self, Failure, Refs, Request};
+use crate::protocol::{self, Executed, Failure, Refs, Request};
 use crate::sandbox::Limits;
 use crate::server::client::Client;
 use crate::server::{self, ServeOptions};
@@ -970,7 +970,9 @@ impl Backend {
                     .map_err(|e| Failure::new("internal", e.to_string()))?;
                 client.request(value, *timeout)
             }
-            Backend::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR),
+            // No mind offline: a message nobody understands is answered as it is.
+            Backend::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR)
+                .and_then(Executed::into_result),
         }
     }
 }

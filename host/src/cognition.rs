@@ -104,6 +104,9 @@ pub enum CognitionError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A bug in the host, not damage to the image: the cycle's transaction was rolled back.
+    #[error("the cognitive cycle crashed (a bug in the host; its changes were rolled back)")]
+    Crashed,
 }
 
 impl CognitionError {
@@ -112,7 +115,7 @@ impl CognitionError {
             CognitionError::Image(e) => e.code(),
             CognitionError::Method(e) => e.code(),
             CognitionError::NoSuchCycle(_) => "no-such-cycle",
-            CognitionError::Journal { .. } => "internal",
+            CognitionError::Journal { .. } | CognitionError::Crashed => "internal",
         }
     }
 }

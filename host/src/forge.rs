@@ -54,9 +54,6 @@ const CODEGEN_FLAGS: &[&str] = &[
 /// Appended to every method: the export of `run` as the contract's `invoke`.
 const GLUE: &str = include_str!("../../guest-sdk/glue.rs");
 
-/// The contract's WIT, for `batos method --wit` and the mind's brief.
-pub const CONTRACT_WIT: &str = include_str!("../../wit/batos.wit");
-
 #[derive(Debug, Clone)]
 pub struct ForgeLimits {
     /// How long one `rustc` may run.

@@ -27,6 +27,7 @@
 pub mod access;
 pub mod cli;
 pub mod cognition;
+pub mod contract;
 pub mod forge;
 pub mod guardian;
 pub mod image;

@@ -44,14 +44,7 @@ impl From<SandboxError> for TrialEnd {
     }
 }
 
-/// The contract every method is built and checked against.
-pub fn contract() -> String {
-    format!(
-        "{}@{}",
-        component_gate::CONTRACT_PACKAGE,
-        component_gate::CONTRACT_VERSION
-    )
-}
+use crate::contract::id as contract;
 
 /// The genesis methods: (object, selector, source). `counter.increment` is SDK.md's example.
 pub const GENESIS: &[(&str, &str, &str)] = &[
@@ -78,6 +71,9 @@ pub enum MethodError {
     Refused {
         gate: &'static str,
         refusals: Vec<String>,
+        /// Every refusal is the source gate's `syntax` rule: the source is not Rust at all, which
+        /// the protocol calls `compile-failed` like rustc's own errors.
+        syntax_only: bool,
     },
     #[error(transparent)]
     Forge(#[from] ForgeError),
@@ -101,11 +97,9 @@ pub enum MethodError {
 impl MethodError {
     pub fn code(&self) -> &'static str {
         match self {
-            MethodError::Refused { refusals, .. }
-                if refusals.iter().all(|r| r.contains("[syntax]")) =>
-            {
-                "compile-failed"
-            }
+            MethodError::Refused {
+                syntax_only: true, ..
+            } => "compile-failed",
             MethodError::Refused { .. } => "guardian-rejected",
             MethodError::Forge(e) => e.code(),
             MethodError::Sandbox(e) => e.code(),
@@ -212,6 +206,7 @@ impl Methods {
         let started = Instant::now();
         source_gate::check(source).map_err(|refusals| MethodError::Refused {
             gate: "source",
+            syntax_only: refusals.iter().all(|r| r.rule == "syntax"),
             refusals: refusals.iter().map(ToString::to_string).collect(),
         })?;
         let source_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -223,6 +218,7 @@ impl Methods {
         component_gate::check(&shape).map_err(|refusals| MethodError::Refused {
             gate: "component",
             refusals,
+            syntax_only: false,
         })?;
         let component_ms = started.elapsed().as_secs_f64() * 1000.0;
         let report = json!({

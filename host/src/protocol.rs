@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::cognition::examples::Example;
-use crate::cognition::{self, CognitionError};
+use crate::cognition::{self, CognitionError, Mission};
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
 use crate::method::{MethodError, Methods, Sent};
 use crate::mind::{GenerateRequest, MindError, MindInfo};
@@ -279,7 +279,98 @@ impl Request {
 }
 
 /// Runs `request` against `image` on behalf of `actor` and answers the reply's `result`.
+/// What executing a request came to: a value, or a message a mind may take on (a host with
+/// none answers the failure).
+#[derive(Debug)]
+pub enum Executed {
+    Value(Value),
+    /// No slot answers the message: a cognitive cycle may write the method.
+    DoesNotUnderstand {
+        mission: Mission,
+        failure: Failure,
+    },
+    /// The message's method trapped and `cognition.repair_traps` covers it: a cycle may repair it.
+    Trapped {
+        mission: Mission,
+        failure: Failure,
+    },
+}
+
+impl Executed {
+    /// The answer as it stands, with no mind to hand a mission to.
+    pub fn into_result(self) -> Result<Value, Failure> {
+        match self {
+            Executed::Value(v) => Ok(v),
+            Executed::DoesNotUnderstand { failure, .. } | Executed::Trapped { failure, .. } => {
+                Err(failure)
+            }
+        }
+    }
+}
+
+/// Executes `request` for `actor`; the command line and the host's workers both come here.
 pub fn execute(
+    image: &mut Image,
+    methods: &Methods,
+    request: Request,
+    actor: &str,
+) -> Result<Executed, Failure> {
+    match request {
+        Request::Send {
+            to,
+            selector,
+            args,
+            intent,
+            examples,
+        } => {
+            let receiver = image.resolve(&to)?;
+            let mission = |selector: String, args, repair| Mission {
+                receiver,
+                selector,
+                args,
+                intent,
+                examples,
+                actor: actor.to_owned(),
+                repair,
+            };
+            // Kept for the mission, should the message need one.
+            let kept = args.clone();
+            match methods.send(image, receiver, &selector, args, actor) {
+                Ok(Sent::Value(v)) => Ok(Executed::Value(v)),
+                Ok(Sent::Ran(report)) => Ok(Executed::Value(report.value)),
+                Ok(Sent::DoesNotUnderstand { receiver, selector }) => {
+                    Ok(Executed::DoesNotUnderstand {
+                        failure: Failure::new(
+                            "does-not-understand",
+                            format!("object {receiver} does not understand `{selector}`"),
+                        ),
+                        mission: mission(selector, kept, None),
+                    })
+                }
+                Err(e) => {
+                    let failure = Failure::from(e);
+                    match cognition::trap_repair(
+                        image,
+                        receiver,
+                        &selector,
+                        failure.code,
+                        &failure.message,
+                    ) {
+                        Ok(Some(repair)) => Ok(Executed::Trapped {
+                            mission: mission(selector, kept, Some(repair)),
+                            failure,
+                        }),
+                        _ => Err(failure),
+                    }
+                }
+            }
+        }
+        request => answer(image, methods, request, actor).map(Executed::Value),
+    }
+}
+
+/// Every request but `send`: a value or a failure.
+fn answer(
     image: &mut Image,
     methods: &Methods,
     request: Request,
@@ -291,19 +382,10 @@ pub fn execute(
             "image": image.path().map(|p| p.display().to_string()),
             "tx": image.newest_tx()?,
         })),
-        Request::Send {
-            to, selector, args, ..
-        } => {
-            let receiver = image.resolve(&to)?;
-            match methods.send(image, receiver, &selector, args, actor)? {
-                Sent::Value(v) => Ok(v),
-                Sent::Ran(report) => Ok(report.value),
-                Sent::DoesNotUnderstand { receiver, selector } => Err(Failure::new(
-                    "does-not-understand",
-                    format!("object {receiver} does not understand `{selector}`"),
-                )),
-            }
-        }
+        Request::Send { .. } => Err(Failure::new(
+            "internal",
+            "a send reached the answer for other requests",
+        )),
         Request::Create { from, name, slots } => {
             let note = format!(
                 "create{}",
@@ -504,7 +586,7 @@ fn describe_method(
         "contract": record.contract,
         "sha256": record.sha256,
         "source": source,
-        "wit": crate::forge::CONTRACT_WIT,
+        "wit": crate::contract::WIT,
         "imports": report.pointer("/component_gate/imports").cloned().unwrap_or(Value::Null),
         "exports": report.pointer("/component_gate/exports").cloned().unwrap_or(Value::Null),
         "report": report,

@@ -34,7 +34,7 @@ use crate::method::{MethodError, Methods};
 use crate::mind::scripted::ScriptedMind;
 use crate::mind::{self, Completer, MindError, MindSpec, Pending};
 use crate::object::Oid;
-use crate::protocol::{self, Failure, Request};
+use crate::protocol::{self, Executed, Failure, Request};
 
 /// What `batos serve` is told.
 #[derive(Debug, Clone)]
@@ -768,19 +768,32 @@ impl Worker {
                         (failure_reply(&job.payload, &failure), None)
                     }
                     Answer::Missing(mission) => {
-                        if let Some((cognizer, queue)) = &self.cognition {
-                            // The cognition thread answers this one when its cycle ends.
-                            if let Err(job) = cognizer.submit(queue, job, mission) {
-                                let failure = Failure::new(
+                        let Some((cognizer, queue)) = &self.cognition else {
+                            continue;
+                        };
+                        // The cognition thread answers this one when its cycle ends; one it
+                        // cannot take is answered here.
+                        let (job, failure) = match cognizer.submit(queue, job, mission) {
+                            Ok(()) => continue,
+                            Err(Unsubmitted::Full(job)) => (
+                                job,
+                                Failure::new(
                                     "busy",
                                     format!(
                                         "{CYCLES_WAITING} cognitive cycles are already waiting for the mind: retry later"
                                     ),
-                                );
-                                let reply = failure_reply(&job.payload, &failure);
-                                hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
-                            }
-                        }
+                                ),
+                            ),
+                            Err(Unsubmitted::Closed(job)) => (
+                                job,
+                                Failure::new(
+                                    "shutting-down",
+                                    "the host is shutting down: no cycle can start",
+                                ),
+                            ),
+                        };
+                        let reply = failure_reply(&job.payload, &failure);
+                        hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
                         continue;
                     }
                 };
@@ -962,17 +975,12 @@ fn answer_with(
             Err(e) => return Answer::Reply(failure_reply(payload, &Failure::from(e)), None),
         }
     }
-    // A send, kept for cognition in case nothing understands it.
-    let mut sent: Option<Request> = None;
     let request = Request::decode(&value);
     if installs && matches!(request, Ok(Request::Install { .. })) {
         return Answer::Install;
     }
     image.expect_key(key);
     let outcome = request.and_then(|request| {
-        if cognition && matches!(request, Request::Send { .. }) {
-            sent = Some(request.clone());
-        }
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             protocol::execute(image, methods, request, actor)
         }))
@@ -997,6 +1005,16 @@ fn answer_with(
             eprintln!("batos: the reply to a keyed request was not recorded: {e}");
         }
     };
+    let outcome = match outcome {
+        // Nothing understood it, or its method trapped: with a mind, a cycle takes it on.
+        Ok(Executed::DoesNotUnderstand { mission, .. } | Executed::Trapped { mission, .. })
+            if cognition =>
+        {
+            return Answer::Missing(mission);
+        }
+        Ok(executed) => executed.into_result(),
+        Err(failure) => Err(failure),
+    };
     match outcome {
         Ok(result) => {
             let text = result.to_string();
@@ -1005,43 +1023,6 @@ fn answer_with(
             Answer::Reply(reply, read_key(&value).map(|key| (key, text)))
         }
         Err(failure) => {
-            if let Some(Request::Send {
-                to,
-                selector,
-                args,
-                intent,
-                examples,
-            }) = sent
-                && let Ok(receiver) = image.resolve(&to)
-            {
-                // Nothing understood it: a cycle writes the method. Its method trapped: a cycle
-                // repairs it (`cognition.repair_traps`).
-                let repair = if failure.code == "does-not-understand" {
-                    Some(None)
-                } else {
-                    cognition::trap_repair(
-                        image,
-                        receiver,
-                        &selector,
-                        failure.code,
-                        &failure.message,
-                    )
-                    .ok()
-                    .flatten()
-                    .map(Some)
-                };
-                if let Some(repair) = repair {
-                    return Answer::Missing(Mission {
-                        receiver,
-                        selector,
-                        args,
-                        intent,
-                        examples,
-                        actor: actor.to_owned(),
-                        repair,
-                    });
-                }
-            }
             record(
                 image,
                 json!({"ok": false, "error": failure.to_json()}).to_string(),
@@ -1088,24 +1069,35 @@ struct Cognizer {
     waiting: Mutex<std::collections::HashMap<Key, Vec<(Job, Mission)>>>,
 }
 
+/// A job the cognizer did not take, handed back to be answered.
+enum Unsubmitted {
+    /// [`CYCLES_WAITING`] cycles wait already, or the waiting list's lock is poisoned: `busy`.
+    Full(Job),
+    /// No cognition thread takes cycles any more: `shutting-down`.
+    Closed(Job),
+}
+
 impl Cognizer {
-    /// Joins the cycle for this message's key, or opens one; a full queue of cycles hands the
-    /// job back (to be answered `busy`).
-    fn submit(&self, queue: &mpsc::Sender<Key>, job: Job, mission: Mission) -> Result<(), Job> {
+    /// Joins the cycle for this message's key, or opens one. A job it cannot take is handed
+    /// back, never dropped: whoever submitted it answers it.
+    fn submit(
+        &self,
+        queue: &mpsc::Sender<Key>,
+        job: Job,
+        mission: Mission,
+    ) -> Result<(), Unsubmitted> {
         let key = (mission.receiver, mission.selector.clone());
         let Ok(mut waiting) = self.waiting.lock() else {
-            return Err(job);
+            return Err(Unsubmitted::Full(job));
         };
         if !waiting.contains_key(&key) && waiting.len() >= CYCLES_WAITING {
-            return Err(job);
+            return Err(Unsubmitted::Full(job));
         }
-        let entry = waiting.entry(key.clone()).or_default();
-        let first = entry.is_empty();
-        entry.push((job, mission));
+        let first = !waiting.contains_key(&key);
         if first && queue.send(key.clone()).is_err() {
-            // No cognition thread (shutting down): the waiter is answered by whoever drains.
-            waiting.remove(&key);
+            return Err(Unsubmitted::Closed(job));
         }
+        waiting.entry(key).or_default().push((job, mission));
         Ok(())
     }
 
@@ -1152,11 +1144,7 @@ impl Thinker {
                     stop: &self.stop,
                 };
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cycle.run(&mission)))
-                    .unwrap_or_else(|_| {
-                        Err(CognitionError::Image(crate::image::ImageError::Corrupt(
-                            "the cognitive cycle crashed".into(),
-                        )))
-                    })
+                    .unwrap_or_else(|_| Err(CognitionError::Crashed))
                     .map_err(Failure::from)
             };
             if let Err(e) = self.image.recover() {
@@ -1229,5 +1217,77 @@ impl Thinker {
             ),
             Err(failure) => failure_reply(&job.payload, failure),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: u8) -> Job {
+        Job {
+            identity: vec![n],
+            envelope: Vec::new(),
+            payload: format!("{{\"id\": {n}, \"op\": \"send\"}}").into_bytes(),
+        }
+    }
+
+    fn mission(selector: &str) -> Mission {
+        Mission {
+            receiver: Oid(2),
+            selector: selector.into(),
+            args: Vec::new(),
+            intent: None,
+            examples: Vec::new(),
+            actor: "test".into(),
+            repair: None,
+        }
+    }
+
+    /// Every submitted job is either waiting on a cycle or handed back to be answered: none is
+    /// dropped when the cognition thread is gone, the queue is full or the lock is poisoned.
+    #[test]
+    fn a_job_the_cognizer_cannot_take_is_handed_back_never_dropped() {
+        let cognizer = Cognizer::default();
+        let (queue, cycles) = mpsc::channel();
+        assert!(cognizer.submit(&queue, job(1), mission("a")).is_ok());
+        // Joins the waiting cycle: no second key is queued.
+        assert!(cognizer.submit(&queue, job(2), mission("a")).is_ok());
+        assert_eq!(cycles.try_recv().ok(), Some((Oid(2), "a".to_owned())));
+        assert!(cycles.try_recv().is_err());
+        assert_eq!(cognizer.take(&(Oid(2), "a".to_owned())).len(), 2);
+        // The cognition thread is gone: handed back as closed, and nothing is left waiting.
+        drop(cycles);
+        match cognizer.submit(&queue, job(3), mission("b")) {
+            Err(Unsubmitted::Closed(job)) => assert_eq!(job.identity, vec![3]),
+            _ => panic!("a job for a closed queue must come back"),
+        }
+        assert!(cognizer.first(&(Oid(2), "b".to_owned())).is_none());
+        // Full: CYCLES_WAITING keys wait already.
+        let cognizer = Cognizer::default();
+        let (queue, _cycles) = mpsc::channel();
+        for n in 0..CYCLES_WAITING {
+            assert!(
+                cognizer
+                    .submit(&queue, job(0), mission(&format!("s{n}")))
+                    .is_ok()
+            );
+        }
+        assert!(matches!(
+            cognizer.submit(&queue, job(4), mission("one more")),
+            Err(Unsubmitted::Full(_))
+        ));
+        // A poisoned lock: handed back too.
+        let poisoned = Arc::new(Cognizer::default());
+        let holder = Arc::clone(&poisoned);
+        let _ = std::thread::spawn(move || {
+            let _guard = holder.waiting.lock();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(matches!(
+            poisoned.submit(&queue, job(5), mission("c")),
+            Err(Unsubmitted::Full(_))
+        ));
     }
 }

@@ -13,31 +13,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 use wasmtime::component::types::ComponentItem;
 
-/// The WIT package every method targets, and its version.
-pub const CONTRACT_PACKAGE: &str = "batos:image";
-pub const CONTRACT_VERSION: &str = "0.1.0";
-
-/// WASI interfaces (without version) that the sandbox links.
-pub const GRANTED_WASI: &[&str] = &[
-    "wasi:io/error",
-    "wasi:io/poll",
-    "wasi:io/streams",
-    "wasi:cli/environment",
-    "wasi:cli/exit",
-    "wasi:cli/stdin",
-    "wasi:cli/stdout",
-    "wasi:cli/stderr",
-    "wasi:cli/terminal-input",
-    "wasi:cli/terminal-output",
-    "wasi:cli/terminal-stdin",
-    "wasi:cli/terminal-stdout",
-    "wasi:cli/terminal-stderr",
-    "wasi:clocks/monotonic-clock",
-    "wasi:clocks/wall-clock",
-    "wasi:random/random",
-    "wasi:random/insecure",
-    "wasi:random/insecure-seed",
-];
+use crate::contract::{GRANTED_WASI, PACKAGE as CONTRACT_PACKAGE};
 
 /// What a component imports (interface → functions used) and exports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,8 +66,8 @@ pub fn check(shape: &Shape) -> Result<(), Vec<String>> {
             shape.exports.join(", ")
         ));
     }
-    let host = format!("{CONTRACT_PACKAGE}/host@{CONTRACT_VERSION}");
-    let persistence = format!("{CONTRACT_PACKAGE}/persistence@{CONTRACT_VERSION}");
+    let host = crate::contract::interface("host");
+    let persistence = crate::contract::interface("persistence");
     for import in &shape.imports {
         let unversioned = import.name.split('@').next().unwrap_or_default();
         if import.name == host || import.name == persistence || GRANTED_WASI.contains(&unversioned)

@@ -1,0 +1,81 @@
+//! The contract every method is built and checked against, in one place: the WIT world's text,
+//! its package and version, and the WASI interfaces the host grants. The forge compiles against
+//! it, the component gate checks imports against it, the sandbox links it, and the mind's brief
+//! names it; the tests below hold each of those to this module.
+
+/// The WIT world (`wit/batos.wit`), for `batos method --wit` and the component's imports.
+pub const WIT: &str = include_str!("../../wit/batos.wit");
+
+/// The WIT package every method targets, and its version.
+pub const PACKAGE: &str = "batos:image";
+pub const VERSION: &str = "0.1.0";
+
+/// WASI interfaces (without version) that the sandbox links (`sandbox::link_granted_wasi`) and
+/// the component gate allows: what Rust's std needs, never the filesystem or sockets.
+pub const GRANTED_WASI: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+];
+
+/// `package@version`, as each installed method records it.
+pub fn id() -> String {
+    format!("{PACKAGE}@{VERSION}")
+}
+
+/// One of the contract's own interfaces, as a component imports it
+/// (`batos:image/host@0.1.0`).
+pub fn interface(name: &str) -> String {
+    format!("{PACKAGE}/{name}@{VERSION}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wit_file_declares_this_package_and_version_and_its_interfaces() {
+        let first = WIT
+            .lines()
+            .find(|l| l.starts_with("package "))
+            .expect("a package line");
+        assert_eq!(first, format!("package {};", id()));
+        for name in ["host", "persistence"] {
+            assert!(WIT.contains(&format!("interface {name} {{")), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_minds_brief_names_this_contract() {
+        assert!(
+            crate::cognition::brief::CONTRACT.contains(&format!("`{}`", id())),
+            "the brief names another contract than {}",
+            id()
+        );
+    }
+
+    #[test]
+    fn no_granted_wasi_interface_reaches_files_or_the_network() {
+        for name in GRANTED_WASI {
+            assert!(
+                !name.starts_with("wasi:filesystem") && !name.starts_with("wasi:sockets"),
+                "{name}"
+            );
+        }
+    }
+}
