@@ -8,6 +8,7 @@
 //! so the image's owner never types it; giving someone else access is giving them a token. The
 //! tokens are files, never image data: they are not in the history, and replay never sees them.
 
+use crate::protocol::Code;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -229,13 +230,13 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protoco
     // serde reads a struct from an array too; a request is an object.
     if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Failure::new(
-            "bad-request",
+            Code::BadRequest,
             "a request must be a JSON object",
         ));
     }
     let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|e| {
         Failure::new(
-            "bad-request",
+            Code::BadRequest,
             format!("the request is not a JSON object: {e}"),
         )
     })?;
@@ -243,7 +244,7 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protoco
     let role = tokens.role(envelope.token.as_deref());
     if envelope.key.is_some() && role != Some(Role::Full) {
         return Err(Failure::new(
-            "unauthorized",
+            Code::Unauthorized,
             "a retry `key` needs the image's full token (its recorded reply is the writer's)",
         ));
     }
@@ -259,15 +260,15 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protoco
             Ok(admitted)
         }
         Some(Role::Read) => Err(Failure::new(
-            "unauthorized",
+            Code::Unauthorized,
             format!("this token is read-only: `{op}` needs the image's full token"),
         )),
         None if envelope.token.is_none() => Err(Failure::new(
-            "unauthorized",
+            Code::Unauthorized,
             "this request carries no \"token\": every op but ping needs the image's access token (the file IMAGE.token beside the image)",
         )),
         None => Err(Failure::new(
-            "unauthorized",
+            Code::Unauthorized,
             "this token is not the image's: nothing was done",
         )),
     }

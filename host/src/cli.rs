@@ -5,6 +5,7 @@
 //! image's single writer. `--offline` is accepted from the start so scripts need not change when
 //! the host arrives.
 
+use crate::protocol::Code;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -361,7 +362,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             };
             let tx = image.newest_tx()?;
             crate::access::Tokens::ensure(&global.image)
-                .map_err(|e| Failure::new("internal", e.to_string()))?;
+                .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
             let result = json!({
                 "image": global.image.display().to_string(),
                 "tx": tx,
@@ -401,7 +402,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 // The second signal ends the process at once (SQLite's WAL keeps the image whole).
                 signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&shutdown))
                     .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&shutdown)))
-                    .map_err(|e| Failure::new("internal", format!("cannot handle signals: {e}")))?;
+                    .map_err(|e| {
+                        Failure::new(Code::Internal, format!("cannot handle signals: {e}"))
+                    })?;
             }
             let options = ServeOptions {
                 image: global.image.clone(),
@@ -435,9 +438,11 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 server::ServerError::Image(e) => Failure::from(e),
                 server::ServerError::Method(e) => Failure::from(e),
                 server::ServerError::Mind(e) => Failure::from(e),
-                server::ServerError::Access(e) => Failure::new("unauthorized", e.to_string()),
-                e @ server::ServerError::Exposed(_) => Failure::new("bad-request", e.to_string()),
-                other => Failure::new("internal", other.to_string()),
+                server::ServerError::Access(e) => Failure::new(Code::Unauthorized, e.to_string()),
+                e @ server::ServerError::Exposed(_) => {
+                    Failure::new(Code::BadRequest, e.to_string())
+                }
+                other => Failure::new(Code::Internal, other.to_string()),
             });
         }
         Command::Mind { command } => match command {
@@ -501,7 +506,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Ping => Request::Ping,
         Command::ClientKey => {
             let keys = server::curve::ClientKeys::ensure()
-                .map_err(|e| Failure::new("internal", e.to_string()))?;
+                .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
             print(&global, &json!({"public_key": keys.public_z85}), || {
                 keys.public_z85.clone()
             });
@@ -579,7 +584,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             selector,
             source: std::fs::read_to_string(&file).map_err(|e| {
                 Failure::new(
-                    "bad-request",
+                    Code::BadRequest,
                     format!("cannot read {}: {e}", file.display()),
                 )
             })?,
@@ -647,7 +652,7 @@ fn export_cycles(
 ) -> Result<(), Failure> {
     if limit.is_some() {
         return Err(Failure::new(
-            "bad-request",
+            Code::BadRequest,
             "--export takes every successful cycle; drop --limit",
         ));
     }
@@ -658,8 +663,12 @@ fn export_cycles(
         text.push_str(&pair.to_string());
         text.push('\n');
     }
-    std::fs::write(path, text)
-        .map_err(|e| Failure::new("internal", format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(path, text).map_err(|e| {
+        Failure::new(
+            Code::Internal,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
     let result = json!({"file": path.display().to_string(), "pairs": pairs.len()});
     print(global, &result, || {
         format!(
@@ -689,25 +698,25 @@ fn read_examples(
         .iter()
         .map(|e| {
             examples::parse_cli(e)
-                .map_err(|m| Failure::new("bad-request", format!("--example {m}")))
+                .map_err(|m| Failure::new(Code::BadRequest, format!("--example {m}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 format!("cannot read {}: {e}", path.display()),
             )
         })?;
         let more: Vec<examples::Example> = serde_json::from_str(&text).map_err(|e| {
             Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 format!("{}: not a list of examples ({e})", path.display()),
             )
         })?;
         all.extend(more);
     }
-    examples::check_bounds(&all).map_err(|m| Failure::new("bad-request", m))?;
+    examples::check_bounds(&all).map_err(|m| Failure::new(Code::BadRequest, m))?;
     Ok(all)
 }
 
@@ -773,7 +782,7 @@ fn import_mind(
     let file = file.as_path();
     if chunk_mib == 0 || chunk_mib > 512 {
         return Err(Failure::new(
-            "bad-request",
+            Code::BadRequest,
             "--chunk-mib must be between 1 and 512",
         ));
     }
@@ -936,7 +945,7 @@ impl Backend {
                 }
                 if writes {
                     return Err(Failure::new(
-                        "bad-request",
+                        Code::BadRequest,
                         format!(
                             "the host at {} serves {}, not {}; point --endpoint or --image at the same image",
                             global.endpoint,
@@ -947,7 +956,7 @@ impl Backend {
                 }
             } else if writes {
                 return Err(Failure::new(
-                    "no-host",
+                    Code::NoHost,
                     format!(
                         "no host serves {} at {}: start one with `batos serve`, or pass --offline to write the file directly",
                         global.image.display(),
@@ -967,7 +976,7 @@ impl Backend {
         match self {
             Backend::Host(client, timeout) => {
                 let value = serde_json::to_value(&request)
-                    .map_err(|e| Failure::new("internal", e.to_string()))?;
+                    .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
                 client.request(value, *timeout)
             }
             // No mind offline: a message nobody understands is answered as it is.
@@ -986,7 +995,7 @@ fn curve_keys(global: &Global) -> Result<Option<(Vec<u8>, server::curve::ClientK
             let path = server::curve::directory(&global.image).join("server.public");
             Some(std::fs::read_to_string(&path).map_err(|e| {
                 Failure::new(
-                    "bad-request",
+                    Code::BadRequest,
                     format!(
                         "{} is beyond loopback, so the host speaks CURVE: pass --server-key (the host's {}) ({e})",
                         global.endpoint,
@@ -1000,10 +1009,14 @@ fn curve_keys(global: &Global) -> Result<Option<(Vec<u8>, server::curve::ClientK
     let Some(server) = server else {
         return Ok(None);
     };
-    let key = server::curve::server_key(&server)
-        .ok_or_else(|| Failure::new("bad-request", "--server-key is not a Z85 key of 32 bytes"))?;
-    let mine =
-        server::curve::ClientKeys::ensure().map_err(|e| Failure::new("internal", e.to_string()))?;
+    let key = server::curve::server_key(&server).ok_or_else(|| {
+        Failure::new(
+            Code::BadRequest,
+            "--server-key is not a Z85 key of 32 bytes",
+        )
+    })?;
+    let mine = server::curve::ClientKeys::ensure()
+        .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
     Ok(Some((key, mine)))
 }
 
@@ -1031,7 +1044,7 @@ fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliE
         };
         if full["match"] != json!(true) {
             return Err(Failure::new(
-                "replay-mismatch",
+                Code::ReplayMismatch,
                 format!(
                     "replay of the log to tx {} does not match the live image: {}",
                     full["tx"],
@@ -1097,7 +1110,7 @@ fn split_target(target: &str) -> Result<(ObjRef, String), Failure> {
             selector.to_owned(),
         )),
         _ => Err(Failure::new(
-            "bad-request",
+            Code::BadRequest,
             format!("`{target}` is not OBJECT.SELECTOR (e.g. counter.increment)"),
         )),
     }
@@ -1169,7 +1182,7 @@ fn short_hash(v: &Value) -> &str {
 fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
     serde_json::from_str(text).map_err(|e| {
         Failure::new(
-            "bad-request",
+            Code::BadRequest,
             format!("{what} is not JSON ({e}): quote strings as '\"text\"'"),
         )
     })
@@ -1178,7 +1191,10 @@ fn parse_json(what: &str, text: &str) -> Result<Value, Failure> {
 fn parse_slots(text: &str) -> Result<Map<String, Value>, Failure> {
     match parse_json("--slots", text)? {
         Value::Object(map) => Ok(map),
-        _ => Err(Failure::new("bad-request", "--slots must be a JSON object")),
+        _ => Err(Failure::new(
+            Code::BadRequest,
+            "--slots must be a JSON object",
+        )),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod fixes;
 pub mod hints;
 pub mod memory;
 
+use crate::protocol::Code;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,12 +111,12 @@ pub enum CognitionError {
 }
 
 impl CognitionError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             CognitionError::Image(e) => e.code(),
             CognitionError::Method(e) => e.code(),
-            CognitionError::NoSuchCycle(_) => "no-such-cycle",
-            CognitionError::Journal { .. } | CognitionError::Crashed => "internal",
+            CognitionError::NoSuchCycle(_) => Code::NoSuchCycle,
+            CognitionError::Journal { .. } | CognitionError::Crashed => Code::Internal,
         }
     }
 }
@@ -496,12 +497,9 @@ pub struct Repair {
     pub version: i64,
     pub source: String,
     /// The protocol code and the message the call failed with.
-    pub code: &'static str,
+    pub code: Code,
     pub error: String,
 }
-
-/// The codes of a trap: what may send an installed method back for repair.
-pub const TRAP_CODES: &[&str] = &["method-trap", "out-of-fuel", "out-of-memory", "timeout"];
 
 /// The repair a failed send asks for, if any: the failure is a trap, synthesis is on, and the
 /// method that trapped is of an origin `repair_traps` covers.
@@ -509,10 +507,10 @@ pub fn trap_repair(
     image: &Image,
     receiver: Oid,
     selector: &str,
-    code: &'static str,
+    code: Code,
     error: &str,
 ) -> Result<Option<Repair>, ImageError> {
-    if !TRAP_CODES.contains(&code) {
+    if !code.is_trap() {
         return Ok(None);
     }
     let config = Config::read(image)?;
@@ -1072,7 +1070,7 @@ impl Cycle<'_> {
                 return self.failed(
                     turn,
                     n,
-                    Setback::new(source, reason, e.code(), reached),
+                    Setback::new(source, reason, e.code().as_str(), reached),
                     detail,
                 );
             }
@@ -1104,7 +1102,8 @@ impl Cycle<'_> {
                 Ok(failures) => failures,
                 Err(e) if host_fault(&e) => return Err(Abort::Error(CognitionError::Method(e))),
                 Err(e) => {
-                    let setback = Setback::new(source, e.to_string(), e.code(), Reached::Compiled);
+                    let setback =
+                        Setback::new(source, e.to_string(), e.code().as_str(), Reached::Compiled);
                     return self.failed(turn, n, setback, json!({"stage": "examples"}));
                 }
             };
@@ -1192,7 +1191,7 @@ impl Cycle<'_> {
             }
             Err(e) if host_fault(&e) => Err(Abort::Error(CognitionError::Method(e))),
             Err(e) => {
-                let setback = Setback::new(source, e.to_string(), e.code(), Reached::Examples);
+                let setback = Setback::new(source, e.to_string(), e.code().as_str(), Reached::Examples);
                 self.failed(turn, n, setback, json!({"stage": "trial"}))
             }
         }
@@ -1295,7 +1294,7 @@ enum Tried {
 fn host_fault(e: &MethodError) -> bool {
     match e {
         MethodError::Image(e) | MethodError::Sandbox(SandboxError::Image(e)) => {
-            e.code() == "internal"
+            e.code() == Code::Internal
         }
         _ => false,
     }

@@ -9,6 +9,7 @@
 
 pub mod jail;
 
+use crate::protocol::Code;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -125,12 +126,12 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => "compile-failed",
-            ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => "too-large",
-            ForgeError::NoJail(_) => "compile-refused",
-            ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => "internal",
+            ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => Code::CompileFailed,
+            ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => Code::TooLarge,
+            ForgeError::NoJail(_) => Code::CompileRefused,
+            ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => Code::Internal,
         }
     }
 }

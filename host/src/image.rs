@@ -21,6 +21,7 @@ pub mod methods;
 pub mod replay;
 mod schema;
 
+use crate::protocol::Code;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -203,32 +204,32 @@ pub enum ImageError {
 
 impl ImageError {
     /// The protocol's stable error code for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ImageError::NoSuchObject(_) => "no-such-object",
-            ImageError::NoSuchSlot { .. } => "no-such-slot",
-            ImageError::HoldsMethod { .. } => "bad-request",
-            ImageError::NoSuchMethod(_) => "no-such-method",
-            ImageError::NoSuchBlob(_) => "bad-request",
-            ImageError::NoSuchTransaction(_) => "no-such-transaction",
-            ImageError::SchemaViolation { .. } => "schema-violation",
-            ImageError::Conflict { .. } | ImageError::Irreversible { .. } => "conflict",
-            ImageError::NameTaken { .. } => "name-taken",
-            ImageError::BadName { .. } => "bad-request",
-            ImageError::ParentCycle { .. } => "parent-cycle",
-            ImageError::TooDeep(_) => "delegation-too-deep",
-            ImageError::Locked { .. } => "locked",
-            ImageError::ReadOnly => "read-only",
-            ImageError::KeyApplied(_) => "busy",
-            ImageError::ValueTooLarge { .. } => "too-large",
-            ImageError::BadValue { .. } => "bad-request",
-            ImageError::NotFound(_) | ImageError::AlreadyExists(_) => "bad-request",
+            ImageError::NoSuchObject(_) => Code::NoSuchObject,
+            ImageError::NoSuchSlot { .. } => Code::NoSuchSlot,
+            ImageError::HoldsMethod { .. } => Code::BadRequest,
+            ImageError::NoSuchMethod(_) => Code::NoSuchMethod,
+            ImageError::NoSuchBlob(_) => Code::BadRequest,
+            ImageError::NoSuchTransaction(_) => Code::NoSuchTransaction,
+            ImageError::SchemaViolation { .. } => Code::SchemaViolation,
+            ImageError::Conflict { .. } | ImageError::Irreversible { .. } => Code::Conflict,
+            ImageError::NameTaken { .. } => Code::NameTaken,
+            ImageError::BadName { .. } => Code::BadRequest,
+            ImageError::ParentCycle { .. } => Code::ParentCycle,
+            ImageError::TooDeep(_) => Code::DelegationTooDeep,
+            ImageError::Locked { .. } => Code::Locked,
+            ImageError::ReadOnly => Code::ReadOnly,
+            ImageError::KeyApplied(_) => Code::Busy,
+            ImageError::ValueTooLarge { .. } => Code::TooLarge,
+            ImageError::BadValue { .. } => Code::BadRequest,
+            ImageError::NotFound(_) | ImageError::AlreadyExists(_) => Code::BadRequest,
             ImageError::NewerSchema { .. }
             | ImageError::OlderSchema { .. }
             | ImageError::Corrupt(_)
             | ImageError::InTransaction
             | ImageError::Io { .. }
-            | ImageError::Sqlite(_) => "internal",
+            | ImageError::Sqlite(_) => Code::Internal,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! points at it, in one transaction. Sending a message that finds a method slot runs it in the
 //! sandbox, in a transaction of its own, where the run-time gate holds it to the covenant.
 
+use crate::protocol::Code;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -95,17 +96,17 @@ pub enum MethodError {
 }
 
 impl MethodError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             MethodError::Refused {
                 syntax_only: true, ..
-            } => "compile-failed",
-            MethodError::Refused { .. } => "guardian-rejected",
+            } => Code::CompileFailed,
+            MethodError::Refused { .. } => Code::GuardianRejected,
             MethodError::Forge(e) => e.code(),
             MethodError::Sandbox(e) => e.code(),
             MethodError::Image(e) => e.code(),
-            MethodError::BadSelector { .. } => "bad-request",
-            MethodError::NoSuchVersion { .. } => "no-such-method",
+            MethodError::BadSelector { .. } => Code::BadRequest,
+            MethodError::NoSuchVersion { .. } => Code::NoSuchMethod,
         }
     }
 }
@@ -393,7 +394,7 @@ impl Methods {
                 // The image failing is the host's fault; a method's misuse of it (delegation
                 // too deep, a value too large) is that example's failure.
                 let outcome = match sandbox.invoke(tx, call) {
-                    Err(SandboxError::Image(e)) if e.code() == "internal" => {
+                    Err(SandboxError::Image(e)) if e.code() == Code::Internal => {
                         return Err(TrialEnd::Error(MethodError::Image(e)));
                     }
                     outcome => outcome,

@@ -20,6 +20,7 @@ pub mod tokenizer;
 pub mod weights;
 pub mod worker;
 
+use crate::protocol::Code;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -267,12 +268,12 @@ pub enum MindError {
 
 impl MindError {
     /// The protocol's stable error code for this error.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            MindError::NoMind => "no-mind",
-            MindError::TooLong { .. } | MindError::BadRequest(_) => "bad-request",
+            MindError::NoMind => Code::NoMind,
+            MindError::TooLong { .. } | MindError::BadRequest(_) => Code::BadRequest,
             MindError::Image(e) => e.code(),
-            _ => "mind-failed",
+            _ => Code::MindFailed,
         }
     }
 }

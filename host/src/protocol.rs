@@ -4,6 +4,10 @@
 //! The command line builds the same [`Request`]s and runs them through the same [`execute`], so
 //! `batos … --json` prints exactly what a client would receive.
 
+pub mod code;
+
+pub use code::Code;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -167,12 +171,12 @@ pub const OPS: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 impl Failure {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
         Failure {
             code,
             message: message.into(),
@@ -213,39 +217,39 @@ impl Request {
     pub fn decode(payload: &Value) -> Result<Request, Failure> {
         let Some(object) = payload.as_object() else {
             return Err(Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 "a request must be a JSON object",
             ));
         };
         let op = match object.get("op") {
             Some(Value::String(op)) => op.as_str(),
-            Some(_) => return Err(Failure::new("bad-request", "`op` must be a string")),
-            None => return Err(Failure::new("bad-request", "a request needs an `op`")),
+            Some(_) => return Err(Failure::new(Code::BadRequest, "`op` must be a string")),
+            None => return Err(Failure::new(Code::BadRequest, "a request needs an `op`")),
         };
         if !OPS.contains(&op) {
             return Err(Failure::new(
-                "unknown-op",
+                Code::UnknownOp,
                 format!("unknown op `{op}`; known ops: {}", OPS.join(", ")),
             ));
         }
         // serde would read a missing `value` as null; a set without a value is a mistake.
         if op == "set" && !object.contains_key("value") {
             return Err(Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 "`set` needs a `value` (use null for null)",
             ));
         }
         if op == "generate" && !object.get("prompt").is_some_and(Value::is_string) {
             return Err(Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 "`generate` needs a `prompt` string",
             ));
         }
         let request = Request::deserialize(payload)
-            .map_err(|e| Failure::new("bad-request", format!("bad `{op}` request: {e}")))?;
+            .map_err(|e| Failure::new(Code::BadRequest, format!("bad `{op}` request: {e}")))?;
         if let Request::Send { examples, .. } = &request {
             crate::cognition::examples::check_bounds(examples)
-                .map_err(|e| Failure::new("bad-request", format!("bad `send` request: {e}")))?;
+                .map_err(|e| Failure::new(Code::BadRequest, format!("bad `send` request: {e}")))?;
         }
         Ok(request)
     }
@@ -341,7 +345,7 @@ pub fn execute(
                 Ok(Sent::DoesNotUnderstand { receiver, selector }) => {
                     Ok(Executed::DoesNotUnderstand {
                         failure: Failure::new(
-                            "does-not-understand",
+                            Code::DoesNotUnderstand,
                             format!("object {receiver} does not understand `{selector}`"),
                         ),
                         mission: mission(selector, kept, None),
@@ -383,7 +387,7 @@ fn answer(
             "tx": image.newest_tx()?,
         })),
         Request::Send { .. } => Err(Failure::new(
-            "internal",
+            Code::Internal,
             "a send reached the answer for other requests",
         )),
         Request::Create { from, name, slots } => {
@@ -501,14 +505,14 @@ fn answer(
             let cycle = cycle
                 .or_else(|| id.as_ref().and_then(Value::as_i64).map(Oid))
                 .ok_or_else(|| {
-                    Failure::new("bad-request", "`cycle` needs the cycle's id in `cycle`")
+                    Failure::new(Code::BadRequest, "`cycle` needs the cycle's id in `cycle`")
                 })?;
             Ok(cognition::transcript(image, cycle)?)
         }
         // The host hands `generate` to its mind's thread before any worker sees it; reaching
         // here means no mind runs.
         Request::Generate(_) => Err(Failure::new(
-            "no-mind",
+            Code::NoMind,
             "no mind runs here: `batos serve` loads the image's mind unless told `--mind none`; \
              offline, use `batos mind generate`",
         )),
@@ -534,7 +538,7 @@ fn describe_method(
                     .find(|v| v.version == version)
                     .ok_or_else(|| {
                         Failure::new(
-                            "no-such-method",
+                            Code::NoSuchMethod,
                             format!("{to}.{selector} has no version {version}"),
                         )
                     })?,
@@ -543,14 +547,14 @@ fn describe_method(
                         Slot::Method(id) => image.method_record(id)?,
                         Slot::Value(_) => {
                             return Err(Failure::new(
-                                "no-such-method",
+                                Code::NoSuchMethod,
                                 format!("`{selector}` of {to} is a value, not a method"),
                             ));
                         }
                     },
                     None => {
                         return Err(Failure::new(
-                            "no-such-method",
+                            Code::NoSuchMethod,
                             format!("{to} has no method `{selector}`"),
                         ));
                     }
@@ -559,7 +563,7 @@ fn describe_method(
         }
         _ => {
             return Err(Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 "`method` needs `method`, or `to` and `selector`",
             ));
         }
@@ -603,7 +607,7 @@ mod tests {
     use super::*;
 
     fn code(payload: Value) -> Option<&'static str> {
-        Request::decode(&payload).err().map(|f| f.code)
+        Request::decode(&payload).err().map(|f| f.code.as_str())
     }
 
     #[test]

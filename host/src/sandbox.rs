@@ -11,6 +11,7 @@
 mod bindings;
 mod state;
 
+use crate::protocol::Code;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,18 +131,18 @@ fn tail(stderr: &str) -> String {
 }
 
 impl SandboxError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            SandboxError::MethodError { .. } => "method-error",
+            SandboxError::MethodError { .. } => Code::MethodError,
             SandboxError::Trap { .. }
             | SandboxError::BadAnswer(_)
-            | SandboxError::Instantiate(_) => "method-trap",
-            SandboxError::OutOfFuel { .. } => "out-of-fuel",
-            SandboxError::OutOfMemory { .. } => "out-of-memory",
-            SandboxError::Timeout { .. } => "timeout",
-            SandboxError::TooDeep { .. } => "send-too-deep",
-            SandboxError::CovenantViolation { .. } => "covenant-violation",
-            SandboxError::Refused(_) => "guardian-rejected",
+            | SandboxError::Instantiate(_) => Code::MethodTrap,
+            SandboxError::OutOfFuel { .. } => Code::OutOfFuel,
+            SandboxError::OutOfMemory { .. } => Code::OutOfMemory,
+            SandboxError::Timeout { .. } => Code::Timeout,
+            SandboxError::TooDeep { .. } => Code::SendTooDeep,
+            SandboxError::CovenantViolation { .. } => Code::CovenantViolation,
+            SandboxError::Refused(_) => Code::GuardianRejected,
             SandboxError::Image(e) => e.code(),
         }
     }

@@ -19,6 +19,7 @@ pub mod client;
 pub mod curve;
 pub mod load;
 
+use crate::protocol::Code;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc;
@@ -417,7 +418,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                 if draining_since.is_some() {
                     let reply = failure_reply(
                         &job.payload,
-                        &Failure::new("shutting-down", "the host is shutting down"),
+                        &Failure::new(Code::ShuttingDown, "the host is shutting down"),
                     );
                     deliver(&router, job.reply_frames(reply));
                     continue;
@@ -457,7 +458,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                         mind.generate(request, Some(Instant::now() + options.generate_timeout));
                     if let Err(mpsc::SendError((job, _))) = relay_jobs.send((job, pending)) {
                         load.done(&job.identity, job.payload.len());
-                        let failure = Failure::new("internal", "the mind's relay is gone");
+                        let failure = Failure::new(Code::Internal, "the mind's relay is gone");
                         deliver(
                             &router,
                             job.reply_frames(failure_reply(&job.payload, &failure)),
@@ -467,8 +468,10 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                 }
                 if let Err(mpsc::SendError(job)) = jobs.send(job) {
                     load.done(&job.identity, job.payload.len());
-                    let reply =
-                        failure_reply(&job.payload, &Failure::new("internal", "no worker is left"));
+                    let reply = failure_reply(
+                        &job.payload,
+                        &Failure::new(Code::Internal, "no worker is left"),
+                    );
                     deliver(&router, job.reply_frames(reply));
                 }
             }
@@ -503,7 +506,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         }
         while let Ok(frames) = router.recv_multipart(zmq::DONTWAIT) {
             if let Some(job) = split(frames) {
-                let failure = Failure::new("shutting-down", "the host is shutting down");
+                let failure = Failure::new(Code::ShuttingDown, "the host is shutting down");
                 deliver(
                     &router,
                     job.reply_frames(failure_reply(&job.payload, &failure)),
@@ -600,7 +603,7 @@ fn relay_generations(
         let reply = if abandon.load(Ordering::SeqCst) {
             failure_reply(
                 &job.payload,
-                &Failure::new("shutting-down", "the host is shutting down"),
+                &Failure::new(Code::ShuttingDown, "the host is shutting down"),
             )
         } else {
             match outcome {
@@ -643,7 +646,7 @@ fn bound_reply(frames: &mut [Vec<u8>], limit: usize) {
     }
     let id = request_id(reply);
     let failure = Failure::new(
-        "too-large",
+        Code::TooLarge,
         format!(
             "the reply would be {} bytes; the host sends at most {limit} (--max-reply-bytes): ask for less (a history `limit`, one slot at a time)",
             reply.len()
@@ -718,7 +721,7 @@ impl Worker {
             let reply = if self.abandon.load(Ordering::SeqCst) {
                 failure_reply(
                     &job.payload,
-                    &Failure::new("shutting-down", "the host is shutting down"),
+                    &Failure::new(Code::ShuttingDown, "the host is shutting down"),
                 )
             } else {
                 let actor = format!("client:{}", hex::encode(&job.identity));
@@ -741,7 +744,7 @@ impl Worker {
                             Ok(()) => continue,
                             Err(mpsc::TrySendError::Full(job)) => {
                                 let failure = Failure::new(
-                                    "busy",
+                                    Code::Busy,
                                     format!(
                                         "{INSTALL_QUEUE} installs are already waiting for the compiler: retry later"
                                     ),
@@ -752,7 +755,7 @@ impl Worker {
                             }
                             Err(mpsc::TrySendError::Disconnected(job)) => {
                                 let failure =
-                                    Failure::new("shutting-down", "the host is shutting down");
+                                    Failure::new(Code::ShuttingDown, "the host is shutting down");
                                 let reply = failure_reply(&job.payload, &failure);
                                 hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
                                 continue;
@@ -764,7 +767,7 @@ impl Worker {
                     {
                         // Synthesis is off: answer now rather than queue behind a running cycle.
                         let message = cognition::failure_message(&mission, &Outcome::Off);
-                        let failure = Failure::new("does-not-understand", message);
+                        let failure = Failure::new(Code::DoesNotUnderstand, message);
                         (failure_reply(&job.payload, &failure), None)
                     }
                     Answer::Missing(mission) => {
@@ -778,7 +781,7 @@ impl Worker {
                             Err(Unsubmitted::Full(job)) => (
                                 job,
                                 Failure::new(
-                                    "busy",
+                                    Code::Busy,
                                     format!(
                                         "{CYCLES_WAITING} cognitive cycles are already waiting for the mind: retry later"
                                     ),
@@ -787,7 +790,7 @@ impl Worker {
                             Err(Unsubmitted::Closed(job)) => (
                                 job,
                                 Failure::new(
-                                    "shutting-down",
+                                    Code::ShuttingDown,
                                     "the host is shutting down: no cycle can start",
                                 ),
                             ),
@@ -919,7 +922,7 @@ pub fn answer(image: &mut Image, methods: &Methods, payload: &[u8], actor: &str)
         Answer::Reply(reply, _) => reply,
         // Without cognition no send becomes a mission, nor an install a queued compile.
         Answer::Missing(_) | Answer::Install => {
-            failure_reply(payload, &Failure::new("internal", "no cognition here"))
+            failure_reply(payload, &Failure::new(Code::Internal, "no cognition here"))
         }
     }
 }
@@ -947,7 +950,7 @@ fn answer_with(
     let value: Value = match serde_json::from_slice(payload) {
         Ok(v) => v,
         Err(e) => {
-            let failure = Failure::new("bad-request", format!("the request is not JSON: {e}"));
+            let failure = Failure::new(Code::BadRequest, format!("the request is not JSON: {e}"));
             return Answer::Reply(failure_reply(payload, &failure), None);
         }
     };
@@ -964,7 +967,7 @@ fn answer_with(
             })) => return Answer::Reply(replayed(&id, &reply), None),
             Ok(Some(Recorded { tx, reply: None })) => {
                 let failure = Failure::new(
-                    "busy",
+                    Code::Busy,
                     format!(
                         "the request with this key was applied in tx {tx} and is being answered: retry to get its reply"
                     ),
@@ -986,7 +989,7 @@ fn answer_with(
         }))
         .unwrap_or_else(|_| {
             Err(Failure::new(
-                "internal",
+                Code::Internal,
                 "the request crashed its worker; it was rolled back",
             ))
         })
@@ -1042,7 +1045,7 @@ fn retry_key(request: &Value) -> Result<Option<String>, Failure> {
             Ok(Some(key.clone()))
         }
         Some(_) => Err(Failure::new(
-            "bad-request",
+            Code::BadRequest,
             format!(
                 "`key` must be a non-empty string of at most {} bytes",
                 keys::MAX_KEY_BYTES
@@ -1134,7 +1137,10 @@ impl Thinker {
                 continue;
             };
             let outcome = if self.stop.load(Ordering::SeqCst) {
-                Err(Failure::new("shutting-down", "the host is shutting down"))
+                Err(Failure::new(
+                    Code::ShuttingDown,
+                    "the host is shutting down",
+                ))
             } else {
                 let mut cycle = cognition::Cycle {
                     image: &mut self.image,
@@ -1159,7 +1165,7 @@ impl Thinker {
                     failure_reply(
                         &job.payload,
                         &Failure::new(
-                            "internal",
+                            Code::Internal,
                             "answering this message after its cycle crashed; it was rolled back",
                         ),
                     )
@@ -1183,9 +1189,10 @@ impl Thinker {
         match outcome {
             // The message that opened the cycle was answered inside it, with the install.
             Ok(Outcome::Answered { value, .. }) if n == 0 => ok(value),
-            Ok(Outcome::Refused { message, .. }) if n == 0 => {
-                failure_reply(&job.payload, &Failure::new("method-error", message.clone()))
-            }
+            Ok(Outcome::Refused { message, .. }) if n == 0 => failure_reply(
+                &job.payload,
+                &Failure::new(Code::MethodError, message.clone()),
+            ),
             // Those that joined it are sent now, to the method just installed.
             Ok(Outcome::Answered { .. } | Outcome::Refused { .. }) => {
                 match self.methods.send(
@@ -1199,7 +1206,10 @@ impl Thinker {
                     Ok(crate::method::Sent::Ran(report)) => ok(&report.value),
                     Ok(crate::method::Sent::DoesNotUnderstand { .. }) => failure_reply(
                         &job.payload,
-                        &Failure::new("does-not-understand", "the method vanished after its cycle"),
+                        &Failure::new(
+                            Code::DoesNotUnderstand,
+                            "the method vanished after its cycle",
+                        ),
                     ),
                     Err(e) => failure_reply(&job.payload, &Failure::from(e)),
                 }
@@ -1211,7 +1221,7 @@ impl Thinker {
                     waiter
                         .repair
                         .as_ref()
-                        .map_or("does-not-understand", |r| r.code),
+                        .map_or(Code::DoesNotUnderstand, |r| r.code),
                     cognition::failure_message(waiter, other),
                 ),
             ),

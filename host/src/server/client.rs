@@ -1,6 +1,7 @@
 //! The client side of the protocol, for the command line: a DEALER that finds out whether a host
 //! answers at an endpoint, and sends it requests.
 
+use crate::protocol::Code;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -34,7 +35,7 @@ impl Client {
         probe: Duration,
         curve: Option<(&[u8], &super::curve::ClientKeys)>,
     ) -> Result<Option<Client>, Failure> {
-        let fail = |e: zmq::Error| Failure::new("internal", format!("ZeroMQ client: {e}"));
+        let fail = |e: zmq::Error| Failure::new(Code::Internal, format!("ZeroMQ client: {e}"));
         let context = zmq::Context::new();
         let socket = context.socket(zmq::DEALER).map_err(fail)?;
         if let Some((server, mine)) = curve {
@@ -47,7 +48,7 @@ impl Client {
         socket.set_linger(0).map_err(fail)?;
         socket.connect(endpoint).map_err(|e| {
             Failure::new(
-                "bad-request",
+                Code::BadRequest,
                 format!("cannot use endpoint {endpoint}: {e}"),
             )
         })?;
@@ -83,13 +84,13 @@ impl Client {
         }
         self.socket
             .send(request.to_string().as_bytes(), 0)
-            .map_err(|e| Failure::new("internal", format!("sending to the host: {e}")))?;
+            .map_err(|e| Failure::new(Code::Internal, format!("sending to the host: {e}")))?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 return Err(Failure::new(
-                    "no-reply",
+                    Code::NoReply,
                     format!(
                         "the host did not answer within {timeout:?}; the request may still take effect there"
                     ),
@@ -102,7 +103,7 @@ impl Client {
                 Err(zmq::Error::EINTR) => continue,
                 Err(e) => {
                     return Err(Failure::new(
-                        "internal",
+                        Code::Internal,
                         format!("waiting for the host: {e}"),
                     ));
                 }
@@ -113,11 +114,11 @@ impl Client {
             let frames = self
                 .socket
                 .recv_multipart(0)
-                .map_err(|e| Failure::new("internal", format!("reading from the host: {e}")))?;
+                .map_err(|e| Failure::new(Code::Internal, format!("reading from the host: {e}")))?;
             let Some(last) = frames.last() else { continue };
             let reply: Value = serde_json::from_slice(last).map_err(|e| {
                 Failure::new(
-                    "internal",
+                    Code::Internal,
                     format!("the host answered something that is not JSON: {e}"),
                 )
             })?;
@@ -136,49 +137,12 @@ impl Client {
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                Err(Failure::new(leak_code(&code), message))
+                // A code this build does not know (a newer host's) keeps its name in the text.
+                Err(match Code::parse(&code) {
+                    Some(code) => Failure::new(code, message),
+                    None => Failure::new(Code::Unknown, format!("[{code}] {message}")),
+                })
             };
         }
     }
-}
-
-/// Failure codes are `&'static str`; the host's codes are a small closed set, so map them back.
-fn leak_code(code: &str) -> &'static str {
-    const CODES: &[&str] = &[
-        "bad-request",
-        "unknown-op",
-        "too-large",
-        "no-such-object",
-        "no-such-slot",
-        "no-such-method",
-        "no-such-transaction",
-        "does-not-understand",
-        "compile-failed",
-        "guardian-rejected",
-        "covenant-violation",
-        "method-trap",
-        "method-error",
-        "out-of-fuel",
-        "out-of-memory",
-        "timeout",
-        "send-too-deep",
-        "schema-violation",
-        "conflict",
-        "parent-cycle",
-        "name-taken",
-        "locked",
-        "read-only",
-        "delegation-too-deep",
-        "shutting-down",
-        "replay-mismatch",
-        "unauthorized",
-        "busy",
-        "compile-refused",
-        "internal",
-    ];
-    CODES
-        .iter()
-        .find(|c| **c == code)
-        .copied()
-        .unwrap_or("internal")
 }

@@ -5,6 +5,7 @@
 //! `busy` at once, and costs nothing more. The bounds: requests in flight in all, per client, and
 //! the bytes of the requests in flight. A message's own size and frame count are bounded too.
 
+use crate::protocol::Code;
 use std::collections::HashMap;
 
 use crate::protocol::Failure;
@@ -74,7 +75,7 @@ impl Load {
     pub fn check_message(&self, frames: &[Vec<u8>]) -> Result<(), Failure> {
         if frames.len() > MAX_FRAMES {
             return Err(Failure::new(
-                "too-large",
+                Code::TooLarge,
                 format!(
                     "a request is one frame (after the envelope); this message has {} frames",
                     frames.len().saturating_sub(1)
@@ -84,7 +85,7 @@ impl Load {
         let total: usize = frames.iter().map(Vec::len).sum();
         if total > self.budget.message_bytes {
             return Err(Failure::new(
-                "too-large",
+                Code::TooLarge,
                 format!(
                     "the message is {total} bytes; the host takes at most {} (--max-message-bytes)",
                     self.budget.message_bytes
@@ -114,7 +115,7 @@ impl Load {
         };
         if let Some(why) = why {
             return Err(Failure::new(
-                "busy",
+                Code::Busy,
                 format!("the host is busy: {why}; retry later"),
             ));
         }
@@ -151,10 +152,10 @@ mod tests {
         });
         assert!(load.take(b"a", 10).is_ok());
         assert!(load.take(b"a", 10).is_ok());
-        assert_eq!(load.take(b"a", 10).map_err(|f| f.code), Err("busy"));
-        assert_eq!(load.take(b"b", 90).map_err(|f| f.code), Err("busy"));
+        assert_eq!(load.take(b"a", 10).map_err(|f| f.code), Err(Code::Busy));
+        assert_eq!(load.take(b"b", 90).map_err(|f| f.code), Err(Code::Busy));
         assert!(load.take(b"b", 10).is_ok());
-        assert_eq!(load.take(b"c", 1).map_err(|f| f.code), Err("busy"));
+        assert_eq!(load.take(b"c", 1).map_err(|f| f.code), Err(Code::Busy));
         load.done(b"a", 10);
         load.done(b"a", 10);
         assert!(load.take(b"c", 70).is_ok());

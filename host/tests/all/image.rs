@@ -176,7 +176,7 @@ fn undo_conflicts_when_a_later_transaction_changed_the_same_slot() {
     set(&mut image, o, "x", json!(9)).expect("set again");
     let err = image.undo(u, "test").err();
     assert!(matches!(err, Some(ImageError::Conflict { .. })), "{err:?}");
-    assert_eq!(err.map(|e| e.code()), Some("conflict"));
+    assert_eq!(err.map(|e| e.code().as_str()), Some("conflict"));
 }
 
 #[test]
@@ -212,7 +212,7 @@ fn undo_of_a_creation_conflicts_once_the_object_was_used() {
         .expect("create");
     create(&mut image, &[o], None, json!({}));
     let err = image.undo(t, "test").err();
-    assert_eq!(err.map(|e| e.code()), Some("conflict"));
+    assert_eq!(err.map(|e| e.code().as_str()), Some("conflict"));
 }
 
 #[test]

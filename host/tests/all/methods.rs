@@ -45,7 +45,7 @@ fn code_of(result: Result<Sent, batos::method::MethodError>) -> String {
         Ok(Sent::Value(v)) => format!("answered value {v}"),
         Ok(Sent::Ran(report)) => format!("answered {}", report.value),
         Ok(Sent::DoesNotUnderstand { .. }) => "does-not-understand".into(),
-        Err(e) => e.code().to_owned(),
+        Err(e) => e.code().as_str().to_owned(),
     }
 }
 
@@ -96,7 +96,7 @@ fn the_hostile_corpus_gets_the_errors_it_must_and_leaves_the_image_intact() {
                         failures.push(format!("{}: the error quotes {secret:?}", file.display()));
                     }
                 }
-                e.code().to_owned()
+                e.code().as_str().to_owned()
             }
             Ok(_) => {
                 let after_install = image.state_hash().expect("hash");
@@ -436,7 +436,7 @@ fn the_jail_holds_when_the_source_gate_is_bypassed() {
                     .find(|l| !l.is_empty())
                     .map(str::to_owned);
                 eprintln!("{}: {}", file.display(), first.unwrap_or_default());
-                if e.code() != expect {
+                if e.code().as_str() != expect {
                     failures.push(format!("{}: expected {expect}, got {e}", file.display()));
                 }
                 let text = e.to_string();

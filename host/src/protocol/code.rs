@@ -1,0 +1,125 @@
+//! The protocol's error codes: a closed set, each with its stable wire name (PROTOCOL.md). Every
+//! module's error type answers one with `code()`; replies and the command line print its name.
+
+use std::fmt;
+
+macro_rules! codes {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// An error code, as a reply's `error.code` names it.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Code {
+            /// Every code, in the order PROTOCOL.md lists them.
+            pub const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            /// The wire name (`bad-request`, …).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    BadRequest = "bad-request",
+    UnknownOp = "unknown-op",
+    TooLarge = "too-large",
+    NoSuchObject = "no-such-object",
+    NoSuchSlot = "no-such-slot",
+    NoSuchMethod = "no-such-method",
+    NoSuchTransaction = "no-such-transaction",
+    NoSuchCycle = "no-such-cycle",
+    DoesNotUnderstand = "does-not-understand",
+    CompileFailed = "compile-failed",
+    /// The host cannot jail a compile and was not told to compile unjailed.
+    CompileRefused = "compile-refused",
+    GuardianRejected = "guardian-rejected",
+    CovenantViolation = "covenant-violation",
+    MethodTrap = "method-trap",
+    MethodError = "method-error",
+    OutOfFuel = "out-of-fuel",
+    OutOfMemory = "out-of-memory",
+    Timeout = "timeout",
+    SendTooDeep = "send-too-deep",
+    DelegationTooDeep = "delegation-too-deep",
+    SchemaViolation = "schema-violation",
+    Conflict = "conflict",
+    ParentCycle = "parent-cycle",
+    NameTaken = "name-taken",
+    Locked = "locked",
+    ReadOnly = "read-only",
+    ReplayMismatch = "replay-mismatch",
+    NoMind = "no-mind",
+    MindFailed = "mind-failed",
+    Unauthorized = "unauthorized",
+    Busy = "busy",
+    ShuttingDown = "shutting-down",
+    Internal = "internal",
+    /// The command line's own: no host serves the image at the endpoint.
+    NoHost = "no-host",
+    /// The command line's own: the host did not answer in time.
+    NoReply = "no-reply",
+    /// A code this build does not know (a newer host's): the message keeps its name.
+    Unknown = "unknown",
+}
+
+impl Code {
+    /// The code a wire name names, if this build knows it.
+    pub fn parse(name: &str) -> Option<Code> {
+        Code::ALL.iter().copied().find(|c| c.as_str() == name)
+    }
+
+    /// Whether it reports a trap in a method (what may open a repair cycle).
+    pub fn is_trap(self) -> bool {
+        matches!(
+            self,
+            Code::MethodTrap | Code::OutOfFuel | Code::OutOfMemory | Code::Timeout
+        )
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_one_distinct_wire_name_that_parses_back() {
+        let mut names: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(*code));
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Code::ALL.len());
+        assert_eq!(Code::parse("flying"), None);
+    }
+
+    /// The README's protocol section lists every code a client can meet.
+    #[test]
+    fn the_readme_names_every_code() {
+        let readme = include_str!("../../../README.md");
+        let missing: Vec<&str> = Code::ALL
+            .iter()
+            .filter(|c| !readme.contains(&format!("`{}`", c.as_str())))
+            .map(|c| c.as_str())
+            .collect();
+        assert!(missing.is_empty(), "not in the README: {missing:?}");
+    }
+}
