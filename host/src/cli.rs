@@ -343,26 +343,17 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let Cli { global, command } = cli;
     let request = match command {
         Command::Init { mind } => {
-            let mut image = Image::create(&global.image, global.durability)?;
-            let made = methods()
-                .install_genesis(&mut image)
-                .map_err(Failure::from)
-                .and_then(|_| match mind {
-                    MindSpec::Image => import_default_mind(&mut image).map(Some),
-                    MindSpec::None | MindSpec::Scripted(_) => Ok(None),
-                });
-            let info = match made {
-                Ok(info) => info,
-                Err(e) => {
-                    // An image without its genesis (or the mind asked for) is not finished.
-                    drop(image);
-                    crate::image::remove_files(&global.image);
-                    return Err(e);
-                }
-            };
+            let mut bar = Progress::new("importing the default mind");
+            let (image, info) = crate::genesis::create_image(
+                &global.image,
+                global.durability,
+                &methods(),
+                &mind,
+                CLI_ACTOR,
+                &mut |done, total| bar.show(done, total),
+            )?;
+            bar.finish();
             let tx = image.newest_tx()?;
-            crate::access::Tokens::ensure(&global.image)
-                .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
             let result = json!({
                 "image": global.image.display().to_string(),
                 "tx": tx,
@@ -438,6 +429,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 server::ServerError::Image(e) => Failure::from(e),
                 server::ServerError::Method(e) => Failure::from(e),
                 server::ServerError::Mind(e) => Failure::from(e),
+                server::ServerError::Genesis(e) => Failure::from(e),
                 server::ServerError::Access(e) => Failure::new(Code::Unauthorized, e.to_string()),
                 e @ server::ServerError::Exposed(_) => {
                     Failure::new(Code::BadRequest, e.to_string())
@@ -678,14 +670,6 @@ fn export_cycles(
         )
     });
     Ok(())
-}
-
-/// Imports the default model, with a progress line on stderr.
-fn import_default_mind(image: &mut Image) -> Result<MindInfo, Failure> {
-    let mut bar = Progress::new("importing the default mind");
-    let info = mind::import_default(image, CLI_ACTOR, &mut |done, total| bar.show(done, total))?;
-    bar.finish();
-    Ok(info)
 }
 
 /// The examples of `batos send`: each `--example`, then those of `--examples FILE.json`.

@@ -29,6 +29,7 @@ pub mod cli;
 pub mod cognition;
 pub mod contract;
 pub mod forge;
+pub mod genesis;
 pub mod guardian;
 pub mod image;
 pub mod method;

@@ -83,6 +83,8 @@ pub enum ServerError {
     Worker(std::io::Error),
     #[error(transparent)]
     Access(#[from] crate::access::AccessError),
+    #[error(transparent)]
+    Genesis(#[from] crate::genesis::GenesisError),
     #[error(
         "refusing to serve {0} without CURVE: anyone who reaches it could try tokens; pass --curve (keys beside the image, clients on its allow-list), or bind to loopback"
     )]
@@ -131,33 +133,30 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         Ok(forge) => eprintln!("batos: {}", forge.jail().describe()),
         Err(e) => eprintln!("batos: methods cannot be compiled here: {e}"),
     }
-    let is_new = !options.image.exists();
-    let mut primary = Image::open_or_create(&options.image, options.durability)?;
-    if is_new {
-        if let Err(e) = methods.install_genesis(&mut primary) {
-            // Half a genesis is no image: take it away, so the next start begins again.
-            drop(primary);
-            crate::image::remove_files(&options.image);
-            return Err(e.into());
-        }
-        eprintln!("batos: created {} from genesis", options.image.display());
+    let mut primary = if options.image.exists() {
+        Image::open(&options.image, options.durability)?
+    } else {
         if options.mind == MindSpec::Image {
             eprintln!("batos: importing the default mind");
-            let mut shown = 0;
-            let imported = mind::import_default(&mut primary, "genesis", &mut |done, total| {
+        }
+        let mut shown = 0;
+        let (image, _) = crate::genesis::create_image(
+            &options.image,
+            options.durability,
+            &methods,
+            &options.mind,
+            "genesis",
+            &mut |done, total| {
                 let tenth = (done * 10).checked_div(total).unwrap_or(10);
                 if tenth > shown {
                     shown = tenth;
                     eprintln!("batos: importing the default mind: {}%", tenth * 10);
                 }
-            });
-            if let Err(e) = imported {
-                drop(primary);
-                crate::image::remove_files(&options.image);
-                return Err(e.into());
-            }
-        }
-    }
+            },
+        )?;
+        eprintln!("batos: created {} from genesis", options.image.display());
+        image
+    };
     // The mind loads on its own thread, straight from its blob; it owns the model from then on.
     let (mind, mind_thread) = match &options.mind {
         MindSpec::None | MindSpec::Scripted(_) => (None, None),
