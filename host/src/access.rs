@@ -196,8 +196,8 @@ mod tests {
 
 /// The ops a read-only token allows: those that only inspect the image.
 pub const READ_OPS: &[&str] = &[
-    "ping", "get", "describe", "history", "replay", "methods", "method", "cycles", "cycle", "mind",
-    "parents",
+    "ping", "get", "describe", "history", "diff", "replay", "methods", "method", "cycles", "cycle",
+    "mind", "parents",
 ];
 
 /// The parts of a request admission reads; everything else is the workers' to decode.

@@ -228,6 +228,13 @@ pub enum Command {
         #[arg(long)]
         object: Option<ObjRef>,
     },
+    /// What differs between two transactions, object by object and slot by slot.
+    Diff {
+        /// The earlier transaction (0: the empty image).
+        from: i64,
+        /// The later transaction.
+        until: i64,
+    },
     /// Rebuild the state from the log and hash it.
     Replay {
         /// Replay up to this transaction (default: the newest).
@@ -562,6 +569,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             since: since.map(TxId),
             limit: Some(limit),
             to: object,
+        },
+        Command::Diff { from, until } => Request::Diff {
+            from: TxId(from),
+            until: TxId(until),
         },
         Command::Replay { until, verify } => {
             return replay(&global, until.map(TxId), verify);
@@ -1219,6 +1230,7 @@ fn render(request: &Request, result: &Value) -> String {
         }
         Request::Describe { .. } => render_object(result),
         Request::History { .. } => render_history(result),
+        Request::Diff { .. } => render_diff(result),
         Request::Replay { .. } => {
             let mut out = format!(
                 "replayed to tx {}: state {}",
@@ -1433,6 +1445,41 @@ fn render_object(o: &Value) -> String {
         out.push_str(&format!("\n  methods: {}", names.join(" ")));
     }
     out
+}
+
+fn render_diff(d: &Value) -> String {
+    let mut lines = vec![format!("from tx {} until tx {}", d["from"], d["until"])];
+    for o in d["objects"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let oid = &o["oid"];
+        if o["created"] == true {
+            lines.push(format!("  object {oid}: created"));
+        } else if o["destroyed"] == true {
+            lines.push(format!("  object {oid}: destroyed"));
+        }
+        for part in ["name", "parents"] {
+            if o[part].is_object() {
+                lines.push(format!(
+                    "  {oid} {part}: {} -> {}",
+                    o[part]["from"], o[part]["until"]
+                ));
+            }
+        }
+        for (slot, span) in o["slots"].as_object().into_iter().flatten() {
+            lines.push(format!(
+                "  {oid}.{slot}: {} -> {}",
+                slot_text(&span["from"]),
+                slot_text(&span["until"])
+            ));
+        }
+    }
+    if lines.len() == 1 {
+        lines.push("  nothing differs".into());
+    }
+    lines.join("\n")
 }
 
 fn render_history(h: &Value) -> String {

@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 
 pub use blobs::{BlobId, BlobReader, BlobRecord, BlobWriter};
 pub use lock::WriterLock;
-pub use log::{Change, HistoryFilter, Transaction};
+pub use log::{Change, HistoryFilter, ObjectDiff, Span, Transaction};
 pub use methods::{MethodRecord, NewMethod, Origin};
 
 use crate::guardian::{self, SchemaViolation};
@@ -731,6 +731,19 @@ impl Image {
 
     pub fn history(&self, filter: &HistoryFilter) -> Result<Vec<Transaction>, ImageError> {
         log::history(self.conn()?, filter)
+    }
+
+    /// What differs between transaction `from` and `until` (see [`log::diff`]). Both must be
+    /// transactions of this image (`0`: the empty image before the first); the protocol refuses
+    /// `from` later than `until`.
+    pub fn diff(&self, from: TxId, until: TxId) -> Result<Vec<ObjectDiff>, ImageError> {
+        let newest = self.newest_tx()?;
+        for tx in [from, until] {
+            if tx.0 < 0 || tx > newest {
+                return Err(ImageError::NoSuchTransaction(tx));
+            }
+        }
+        log::diff(self.conn()?, from.min(until), until.max(from))
     }
 
     /// Rebuilds the state from the log up to `until` (default: the newest transaction) in a

@@ -106,6 +106,11 @@ pub enum Request {
         #[serde(default)]
         to: Option<ObjRef>,
     },
+    /// What differs between two transactions, by object and slot.
+    Diff {
+        from: TxId,
+        until: TxId,
+    },
     Replay {
         #[serde(default)]
         until: Option<TxId>,
@@ -163,8 +168,8 @@ pub enum Request {
 /// The ops [`Request`] knows, to tell `unknown-op` from a malformed known op.
 pub const OPS: &[&str] = &[
     "ping", "send", "create", "get", "set", "parents", "remove", "rename", "describe", "history",
-    "replay", "undo", "install", "methods", "method", "revert", "generate", "mind", "cycles",
-    "cycle",
+    "diff", "replay", "undo", "install", "methods", "method", "revert", "generate", "mind",
+    "cycles", "cycle",
 ];
 
 /// A failed request: a stable code and a message for a person.
@@ -271,6 +276,7 @@ impl Request {
             | Request::Get { .. }
             | Request::Describe { .. }
             | Request::History { .. }
+            | Request::Diff { .. }
             | Request::Replay { .. }
             | Request::Methods { .. }
             | Request::Method { .. }
@@ -282,7 +288,6 @@ impl Request {
     }
 }
 
-/// Runs `request` against `image` on behalf of `actor` and answers the reply's `result`.
 /// What executing a request came to: a value, or a message a mind may take on (a host with
 /// none answers the failure).
 #[derive(Debug)]
@@ -312,7 +317,8 @@ impl Executed {
     }
 }
 
-/// Executes `request` for `actor`; the command line and the host's workers both come here.
+/// Runs `request` against `image` on behalf of `actor`; the command line and the host's workers
+/// both come here.
 pub fn execute(
     image: &mut Image,
     methods: &Methods,
@@ -468,6 +474,15 @@ fn answer(
                 object,
             };
             Ok(to_json(&image.history(&filter)?))
+        }
+        Request::Diff { from, until } => {
+            if from > until {
+                return Err(Failure::new(
+                    Code::BadRequest,
+                    format!("`from` (tx {from}) is later than `until` (tx {until})"),
+                ));
+            }
+            Ok(json!({"from": from, "until": until, "objects": to_json(&image.diff(from, until)?)}))
         }
         Request::Replay { until } => Ok(to_json(&image.replay(until)?)),
         Request::Undo { tx } => Ok(json!({"tx": image.undo(tx, actor)?})),

@@ -820,7 +820,7 @@ impl Worker {
 
 /// Reads whose answers depend only on the committed image (no methods run): the socket thread may
 /// answer them again, unchanged, until the next commit.
-const KEPT_READS: &[&str] = &["get", "describe", "methods", "method", "history"];
+const KEPT_READS: &[&str] = &["get", "describe", "methods", "method", "history", "diff"];
 
 /// The key a read's answer is kept under: the request without its `id`, canonical JSON.
 fn read_key(request: &Value) -> Option<String> {

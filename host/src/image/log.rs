@@ -268,6 +268,115 @@ pub struct HistoryFilter {
     pub object: Option<Oid>,
 }
 
+/// How one object differs between two transactions: each part that changed, as it was at `from`
+/// and as it is at `until` (parts changed and changed back are left out).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObjectDiff {
+    pub oid: Oid,
+    /// The object did not exist at `from` (it was created after).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub created: bool,
+    /// The object no longer exists at `until`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Span<Option<String>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parents: Option<Span<Vec<Oid>>>,
+    /// By slot name: `null` where the slot did not exist.
+    pub slots: std::collections::BTreeMap<String, Span<Option<Slot>>>,
+}
+
+/// A part of an object at two transactions.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Span<T> {
+    pub from: T,
+    pub until: T,
+}
+
+/// What changed between transaction `from` (as it left the image) and `until` (inclusive), by
+/// object: one read of the log between them, folded to the first `before` and the last `after`.
+pub fn diff(conn: &Connection, from: TxId, until: TxId) -> Result<Vec<ObjectDiff>, ImageError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT oid, what, slot, before, after FROM changes WHERE tx > ?1 AND tx <= ?2 ORDER BY tx, seq",
+    )?;
+    let rows = stmt.query_map(params![from.0, until.0], change_row)?;
+    let mut objects: std::collections::BTreeMap<i64, ObjectDiff> = Default::default();
+    for row in rows {
+        let change = row??;
+        let oid = change.oid();
+        let entry = objects.entry(oid.0).or_insert_with(|| ObjectDiff {
+            oid,
+            created: false,
+            destroyed: false,
+            name: None,
+            parents: None,
+            slots: Default::default(),
+        });
+        match change {
+            Change::Create { .. } => {
+                // Created after `from`, unless it was destroyed and made again (never: oids are
+                // not reused).
+                entry.created = true;
+                entry.destroyed = false;
+            }
+            Change::Destroy { .. } => entry.destroyed = true,
+            Change::Name { before, after, .. } => {
+                entry
+                    .name
+                    .get_or_insert(Span {
+                        from: before,
+                        until: None,
+                    })
+                    .until = after;
+            }
+            Change::Parents { before, after, .. } => {
+                entry
+                    .parents
+                    .get_or_insert(Span {
+                        from: before,
+                        until: Vec::new(),
+                    })
+                    .until = after;
+            }
+            Change::Slot {
+                slot,
+                before,
+                after,
+                ..
+            } => {
+                entry
+                    .slots
+                    .entry(slot)
+                    .or_insert(Span {
+                        from: before,
+                        until: None,
+                    })
+                    .until = after;
+            }
+        }
+    }
+    let mut out: Vec<ObjectDiff> = objects
+        .into_values()
+        .map(|mut o| {
+            o.slots.retain(|_, s| s.from != s.until);
+            o.name = o.name.filter(|n| n.from != n.until);
+            o.parents = o.parents.filter(|p| p.from != p.until);
+            o
+        })
+        .collect();
+    // An object made and unmade in between, or changed and changed back, differs in nothing.
+    out.retain(|o| {
+        !(o.created && o.destroyed)
+            && (o.created
+                || o.destroyed
+                || o.name.is_some()
+                || o.parents.is_some()
+                || !o.slots.is_empty())
+    });
+    Ok(out)
+}
+
 pub fn changes_of(conn: &Connection, tx: TxId) -> Result<Vec<Change>, ImageError> {
     let mut stmt = conn.prepare_cached(
         "SELECT oid, what, slot, before, after FROM changes WHERE tx = ?1 ORDER BY seq",

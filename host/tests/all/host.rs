@@ -686,3 +686,48 @@ fn beyond_loopback_the_host_speaks_curve_to_clients_on_its_allow_list() {
     let _ = host.kill();
     let _ = host.wait();
 }
+
+#[test]
+fn diff_shows_each_changed_slot_at_both_transactions_and_refuses_bad_ranges() {
+    let host = Host::start("normal");
+    let dealer = host.dealer();
+    let tx = |reply: Value| reply["result"]["tx"].as_i64().expect("a tx");
+    let start = tx(ask(
+        &dealer,
+        json!({"op": "set", "to": "lobby", "slot": "a", "value": 1}),
+    ));
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "lobby", "slot": "a", "value": 2}),
+    );
+    ask(
+        &dealer,
+        json!({"op": "set", "to": "lobby", "slot": "b", "value": "x"}),
+    );
+    let end = tx(ask(
+        &dealer,
+        json!({"op": "remove", "to": "lobby", "slot": "b"}),
+    ));
+    let end = end.max(start);
+    let reply = ask(&dealer, json!({"op": "diff", "from": start, "until": end}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    let objects = reply["result"]["objects"].as_array().expect("objects");
+    assert_eq!(objects.len(), 1, "{reply}");
+    // `a` went 1 -> 2; `b` came and went: nothing differs for it.
+    assert_eq!(
+        objects[0]["slots"],
+        json!({"a": {"from": {"value": 1}, "until": {"value": 2}}}),
+        "{reply}"
+    );
+    for (from, until, code) in [
+        (json!(end), json!(start), "bad-request"),
+        (json!(start), json!(end + 100), "no-such-transaction"),
+        (json!("one"), json!(end), "bad-request"),
+        (json!(-1), json!(end), "no-such-transaction"),
+    ] {
+        let reply = ask(&dealer, json!({"op": "diff", "from": from, "until": until}));
+        assert_eq!(reply["error"]["code"], code, "{from}..{until}: {reply}");
+    }
+    let reply = ask(&dealer, json!({"op": "diff", "from": start}));
+    assert_eq!(reply["error"]["code"], "bad-request", "{reply}");
+}

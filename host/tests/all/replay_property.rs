@@ -152,5 +152,39 @@ proptest! {
             let folded = image.describe(oid, Some(newest)).expect("as of newest");
             prop_assert_eq!(now, folded);
         }
+        // `diff` between two transactions names exactly the slots whose values differ between
+        // the object as of each, with those values.
+        let mut points: Vec<TxId> = txs.iter().map(|(t, _)| *t).collect();
+        points.insert(0, TxId(0));
+        let (from, until) = (points[points.len() / 3], newest);
+        let diff = image.diff(from, until).expect("diff");
+        for oid in live_objects(&image) {
+            let (Ok(then), Ok(now)) = (image.describe(oid, Some(from)), image.describe(oid, Some(until))) else {
+                continue;
+            };
+            let entry = diff.iter().find(|d| d.oid == oid);
+            for s in 0..4u8 {
+                let name = slot_name(s);
+                let (a, b) = (then.slots.get(&name), now.slots.get(&name));
+                let span = entry.and_then(|e| e.slots.get(&name));
+                if a == b {
+                    prop_assert!(span.is_none(), "{oid}.{name} is the same at both, yet {span:?}");
+                } else {
+                    let span = span.expect("a slot that differs is in the diff");
+                    let value = |s: &Option<Slot>| match s {
+                        Some(Slot::Value(v)) => Some(v.clone()),
+                        _ => None,
+                    };
+                    prop_assert_eq!(value(&span.from), a.cloned(), "{}.{} from", oid, name);
+                    prop_assert_eq!(value(&span.until), b.cloned(), "{}.{} until", oid, name);
+                }
+            }
+            let parents = entry.and_then(|e| e.parents.as_ref());
+            if then.parents == now.parents {
+                prop_assert!(parents.is_none(), "{oid}'s parents are the same at both");
+            } else {
+                prop_assert_eq!(parents.map(|p| p.until.clone()), Some(now.parents.clone()));
+            }
+        }
     }
 }
