@@ -55,6 +55,10 @@ pub struct Global {
     /// Print exactly the protocol's `result` (or `error`) as one JSON document.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How the host's log lines (stderr) are written: `text`, or `json` (one object per line).
+    /// Levels come from RUST_LOG (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BATOS_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// Act on the image file directly instead of through a running host.
     #[arg(long, global = true)]
     pub offline: bool,
@@ -340,6 +344,28 @@ pub enum MindCommand {
         #[arg(long, default_value = "auto")]
         backend: mind::Backend,
     },
+}
+
+/// The format of the log (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sends the log (`tracing`'s events) to stderr, at the levels RUST_LOG names (default `info`).
+pub fn init_log(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    // Already set (a second call in one process) is no error: the first one stays.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 /// An error at the command line: the protocol failure it stands for.

@@ -45,6 +45,7 @@ fn main() -> std::process::ExitCode {
     set_mind_threads();
     let cli = batos::cli::Cli::parse();
     reexec_host_with_allocator_options(&cli);
+    batos::cli::init_log(cli.global.log_format);
     let json = cli.global.json;
     match batos::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

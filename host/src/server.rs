@@ -130,14 +130,14 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // The forge (and the one-time SDK build) at start: an operator reads here whether compiles
     // are jailed, refused, or unjailed by their choice, before any client asks for one.
     match methods.forge() {
-        Ok(forge) => eprintln!("batos: {}", forge.jail().describe()),
-        Err(e) => eprintln!("batos: methods cannot be compiled here: {e}"),
+        Ok(forge) => tracing::info!("{}", forge.jail().describe()),
+        Err(e) => tracing::warn!("methods cannot be compiled here: {e}"),
     }
     let mut primary = if options.image.exists() {
         Image::open(&options.image, options.durability)?
     } else {
         if options.mind == MindSpec::Image {
-            eprintln!("batos: importing the default mind");
+            tracing::info!("importing the default mind");
         }
         let mut shown = 0;
         let (image, _) = crate::genesis::create_image(
@@ -150,11 +150,11 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                 let tenth = (done * 10).checked_div(total).unwrap_or(10);
                 if tenth > shown {
                     shown = tenth;
-                    eprintln!("batos: importing the default mind: {}%", tenth * 10);
+                    tracing::info!("importing the default mind: {}%", tenth * 10);
                 }
             },
         )?;
-        eprintln!("batos: created {} from genesis", options.image.display());
+        tracing::info!("created {} from genesis", options.image.display());
         image
     };
     // The mind loads on its own thread, straight from its blob; it owns the model from then on.
@@ -165,8 +165,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             let started = Instant::now();
             match mind::start(&options.image, device)? {
                 Some((handle, thread)) => {
-                    eprintln!(
-                        "batos: mind {} ({}, {} parameters) loaded from the image in {:.2} s",
+                    tracing::info!(
+                        "mind {} ({}, {} parameters) loaded from the image in {:.2} s",
                         handle.info().name,
                         handle.info().quantization,
                         handle.info().parameters,
@@ -175,8 +175,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
                     (Some(handle), Some(thread))
                 }
                 None => {
-                    eprintln!(
-                        "batos: this image has no mind (`batos mind import FILE.gguf` gives it one)"
+                    tracing::info!(
+                        "this image has no mind (`batos mind import FILE.gguf` gives it one)"
                     );
                     (None, None)
                 }
@@ -188,14 +188,12 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     let journal = Journal::beside(Some(&options.image));
     let recovered = cognition::recover(&mut primary, &journal)?;
     if recovered > 0 {
-        eprintln!(
-            "batos: {recovered} cycle(s) left unfinished by an earlier host are marked failed"
-        );
+        tracing::info!("{recovered} cycle(s) left unfinished by an earlier host are marked failed");
     }
     let completer: Option<Arc<dyn Completer>> = match (&options.mind, &mind) {
         (MindSpec::Scripted(path), _) => {
             let scripted = ScriptedMind::load(path)?;
-            eprintln!("batos: mind {} (a test facility)", scripted.label());
+            tracing::info!("mind {} (a test facility)", scripted.label());
             Some(Arc::new(scripted))
         }
         (_, Some(handle)) => Some(Arc::new(handle.clone())),
@@ -207,8 +205,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // Replies a dead host committed but never recorded: a retry learns they were applied.
     let lost = primary.mark_lost_replies()?;
     if lost > 0 {
-        eprintln!(
-            "batos: {lost} keyed request(s) applied by an earlier host lost their replies; retries are told so"
+        tracing::info!(
+            "{lost} keyed request(s) applied by an earlier host lost their replies; retries are told so"
         );
     }
     // Who may ask: the image's tokens, beside it (made now for an image that has none).
@@ -234,8 +232,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         let keys = curve::Curve::ensure(&options.image)?;
         zap = Some(keys.authenticate(&context, Arc::clone(&zap_stop))?);
         keys.serve(&router)?;
-        eprintln!(
-            "batos: CURVE on: the host's public key is {} (in {}); clients allowed: {}",
+        tracing::info!(
+            "CURVE on: the host's public key is {} (in {}); clients allowed: {}",
             keys.public_z85,
             curve::directory(&options.image)
                 .join("server.public")
@@ -356,8 +354,8 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             .spawn(move || relay_generations(&relay_queue, &push, &abandon))
             .map_err(ServerError::Worker)?
     };
-    eprintln!(
-        "batos: serving {} on {} with {} workers and {} installers (pid {})",
+    tracing::info!(
+        "serving {} on {} with {} workers and {} installers (pid {})",
         image_name,
         options.bind,
         options.workers.max(1),
@@ -368,10 +366,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     let mut draining_since: Option<Instant> = None;
     loop {
         if draining_since.is_none() && shutdown.load(Ordering::SeqCst) {
-            eprintln!(
-                "batos: shutting down: {} request(s) in flight",
-                load.in_flight()
-            );
+            tracing::info!("shutting down: {} request(s) in flight", load.in_flight());
             draining_since = Some(Instant::now());
         }
         if let Some(since) = draining_since
@@ -536,7 +531,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         let _ = zap.join();
     }
     drop(primary);
-    eprintln!("batos: stopped; the image is closed and the lock released");
+    tracing::info!("stopped; the image is closed and the lock released");
     Ok(())
 }
 
@@ -574,7 +569,7 @@ fn deliver(router: &zmq::Socket, frames: Vec<Vec<u8>>) {
             zmq::Error::EAGAIN => "the client is not reading its replies",
             _ => "send failed",
         };
-        eprintln!("batos: reply to client {who} dropped: {why} ({e})");
+        tracing::warn!("reply to client {who} dropped: {why} ({e})");
     }
 }
 
@@ -623,7 +618,7 @@ fn hand_back(socket: &zmq::Socket, job: &Job, memo: Vec<u8>, reply: Vec<u8>, who
     header.extend(memo);
     frames.insert(0, header);
     if let Err(e) = socket.send_multipart(frames.iter(), 0) {
-        eprintln!("batos: {who} could not hand back a reply: {e}");
+        tracing::warn!("{who} could not hand back a reply: {e}");
     }
 }
 
@@ -996,7 +991,7 @@ fn answer_with(
     let committed_key = image.take_committed_key();
     // A panic mid-transaction takes the connection with it; the next request needs one.
     if let Err(e) = image.recover() {
-        eprintln!("batos: a worker could not reopen the image: {e}");
+        tracing::warn!("a worker could not reopen the image: {e}");
     }
     // The reply as a retry of the same key will get it (before it is sent: an acknowledged
     // request's reply is always on record).
@@ -1004,7 +999,7 @@ fn answer_with(
         if let Some(key) = &committed_key
             && let Err(e) = image.record_reply(key, &body)
         {
-            eprintln!("batos: the reply to a keyed request was not recorded: {e}");
+            tracing::warn!("the reply to a keyed request was not recorded: {e}");
         }
     };
     let outcome = match outcome {
@@ -1153,7 +1148,7 @@ impl Thinker {
                     .map_err(Failure::from)
             };
             if let Err(e) = self.image.recover() {
-                eprintln!("batos: cognition could not reopen the image: {e}");
+                tracing::warn!("cognition could not reopen the image: {e}");
             }
             for (n, (job, waiter)) in self.cognizer.take(&key).into_iter().enumerate() {
                 // Every waiter gets exactly one reply, even if sending it its answer panics.
@@ -1170,7 +1165,7 @@ impl Thinker {
                     )
                 });
                 if let Err(e) = self.image.recover() {
-                    eprintln!("batos: cognition could not reopen the image: {e}");
+                    tracing::warn!("cognition could not reopen the image: {e}");
                 }
                 hand_back(&self.replies, &job, Vec::new(), reply, "cognition");
             }

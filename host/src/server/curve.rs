@@ -243,15 +243,15 @@ fn zap(handler: &zmq::Socket, clients: &Path, stop: &AtomicBool) {
             let user = zmq::z85_encode(&key).unwrap_or_default().into_bytes();
             (b"200", b"OK", user)
         } else {
-            eprintln!(
-                "batos: refused a CURVE connection from a key not on the allow-list ({})",
+            tracing::info!(
+                "refused a CURVE connection from a key not on the allow-list ({})",
                 zmq::z85_encode(&key).unwrap_or_default()
             );
             (b"400", b"not on the allow-list", Vec::new())
         };
         let reply: Vec<&[u8]> = vec![b"1.0", &id, code, text, &user, b""];
         if let Err(e) = handler.send_multipart(reply, 0) {
-            eprintln!("batos: the ZAP handler could not answer: {e}");
+            tracing::warn!("the ZAP handler could not answer: {e}");
         }
     }
 }

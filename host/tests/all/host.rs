@@ -731,3 +731,40 @@ fn diff_shows_each_changed_slot_at_both_transactions_and_refuses_bad_ranges() {
     let reply = ask(&dealer, json!({"op": "diff", "from": start}));
     assert_eq!(reply["error"]["code"], "bad-request", "{reply}");
 }
+
+#[test]
+fn with_log_format_json_every_log_line_is_a_json_object_with_a_level() {
+    let mut host = Host::start_with_args(
+        crate::support::Scratch::new(),
+        "normal",
+        crate::support::MIND,
+        &["--log-format", "json"],
+    );
+    assert_eq!(ask(&host.dealer(), json!({"op": "ping"}))["ok"], true);
+    assert!(host.terminate().success());
+    // The reader thread reads on until the host's stderr closes: wait for its last line.
+    let waited = std::time::Instant::now();
+    let lines = loop {
+        let lines = host.log.lock().expect("log").clone();
+        if lines
+            .iter()
+            .any(|l| l.contains("stopped; the image is closed"))
+            || waited.elapsed() > std::time::Duration::from_secs(60)
+        {
+            break lines;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!lines.is_empty(), "no log after serving");
+    for line in &lines {
+        let event: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(event["level"].is_string(), "{line}");
+        assert!(event["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("stopped; the image is closed")),
+        "{lines:?}"
+    );
+}
