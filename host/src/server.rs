@@ -759,9 +759,15 @@ impl Worker {
                     Answer::Missing(mission)
                         if cognition::Config::read(&self.image).is_ok_and(|c| !c.synthesis) =>
                     {
-                        // Synthesis is off: answer now rather than queue behind a running cycle.
-                        let message = cognition::failure_message(&mission, &Outcome::Off);
-                        let failure = Failure::new(Code::DoesNotUnderstand, message);
+                        // Synthesis is off: answer now rather than queue behind a running cycle
+                        // (a trap as the trap it was).
+                        let failure = match &mission.repair {
+                            Some(repair) => Failure::new(repair.code, repair.error.clone()),
+                            None => Failure::new(
+                                Code::DoesNotUnderstand,
+                                cognition::failure_message(&mission, &Outcome::Off),
+                            ),
+                        };
                         (failure_reply(&job.payload, &failure), None)
                     }
                     Answer::Missing(mission) => {

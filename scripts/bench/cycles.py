@@ -113,6 +113,8 @@ def main():
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--mind", default="image", help="image (the embedded model) or scripted:FILE")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--transcripts", default=os.path.join(tempfile.gettempdir(), "batos-cycles-transcripts"),
+                    help="where the transcripts of missions that were not correct are written")
     args = ap.parse_args()
     missions = json.load(open(args.missions))[: args.limit]
     reports = [run_setting(args, missions, setting, k) for setting in args.setting for k in args.candidates]
@@ -198,6 +200,11 @@ def run_setting(args, missions, setting, candidates):
                             client.ask(op="set", to=name, slot=slot, value=value)
                         r = client.ask(op="send", to=name, selector=m["selector"], args=ex["args"])
                         correct = correct and as_expected(r, ex.get("expect_error"), ex.get("expect"))
+                if not correct:
+                    os.makedirs(args.transcripts, exist_ok=True)
+                    path = os.path.join(args.transcripts, f"{setting}-k{candidates}-{m['selector']}.json")
+                    with open(path, "w") as f:
+                        json.dump({"mission": m, "reply": reply, "cycle": cycle, "transcript": transcript}, f, indent=1)
                 results.append({
                     "selector": m["selector"], "state": cycle["state"], "attempts": cycle["attempts"],
                     "seconds": seconds,

@@ -9,4 +9,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use batos::image::{host, persistence};
+pub use self::batos::image::{host, persistence};
