@@ -89,11 +89,18 @@ fn replace_one(line: &str) -> Option<String> {
             && !line[..at].ends_with("filter_map(|v| v.as_i64())")
             && !line[..at].ends_with("filter_map(|v| v.as_f64())")
         {
-            return Some(format!(
-                "{}{right}{}",
-                &line[..at],
-                &line[at + wrong.len()..]
-            ));
+            let mut before = line[..at].to_owned();
+            // `*xs.iter().max().unwrap()` dereferenced a `&Value`; the number it becomes is not
+            // a reference: the `*` goes.
+            if right.contains("filter_map") {
+                let receiver = before
+                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                    .map_or(0, |i| i + 1);
+                if receiver > 0 && before[..receiver].ends_with('*') {
+                    before.remove(receiver - 1);
+                }
+            }
+            return Some(format!("{before}{right}{}", &line[at + wrong.len()..]));
         }
     }
     if let Some(fixed) = slot_read(line) {
@@ -323,6 +330,11 @@ mod tests {
             (
                 "let m = xs.iter().max();",
                 "let m = xs.iter().filter_map(|v| v.as_i64()).max();",
+            ),
+            // Seen from the 1.5B: the `*` stayed in the hint, and the repair kept it (E0614).
+            (
+                "    let largest = *numbers.iter().max().unwrap();",
+                "    let largest = numbers.iter().filter_map(|v| v.as_i64()).max().unwrap();",
             ),
             (
                 "Value::Int(n) => sum += n,",
