@@ -794,6 +794,13 @@ impl Worker {
                                     "the host is shutting down: no cycle can start",
                                 ),
                             ),
+                            Err(Unsubmitted::OtherExamples(job)) => (
+                                job,
+                                Failure::new(
+                                    Code::Busy,
+                                    "a cycle for this message is running, held to other examples than this send's: retry when it ends",
+                                ),
+                            ),
                         };
                         let reply = failure_reply(&job.payload, &failure);
                         hand_back(&self.replies, &job, Vec::new(), reply, "a worker");
@@ -1078,6 +1085,9 @@ enum Unsubmitted {
     Full(Job),
     /// No cognition thread takes cycles any more: `shutting-down`.
     Closed(Job),
+    /// A cycle for the same message runs, held to other examples than this send's: joining it
+    /// would leave this send's examples unchecked, so it is `busy` until that cycle ends.
+    OtherExamples(Job),
 }
 
 impl Cognizer {
@@ -1097,6 +1107,12 @@ impl Cognizer {
             return Err(Unsubmitted::Full(job));
         }
         let first = !waiting.contains_key(&key);
+        if let Some(running) = waiting.get(&key).and_then(|w| w.first())
+            && !mission.examples.is_empty()
+            && running.1.examples != mission.examples
+        {
+            return Err(Unsubmitted::OtherExamples(job));
+        }
         if first && queue.send(key.clone()).is_err() {
             return Err(Unsubmitted::Closed(job));
         }
@@ -1265,6 +1281,15 @@ mod tests {
         assert!(cognizer.submit(&queue, job(2), mission("a")).is_ok());
         assert_eq!(cycles.try_recv().ok(), Some((Oid(2), "a".to_owned())));
         assert!(cycles.try_recv().is_err());
+        // A send with other examples does not join: its examples would go unchecked.
+        let mut other = mission("a");
+        other.examples = vec![
+            serde_json::from_value(serde_json::json!({"args": [], "answer": 1})).expect("example"),
+        ];
+        assert!(matches!(
+            cognizer.submit(&queue, job(9), other),
+            Err(Unsubmitted::OtherExamples(_))
+        ));
         assert_eq!(cognizer.take(&(Oid(2), "a".to_owned())).len(), 2);
         // The cognition thread is gone: handed back as closed, and nothing is left waiting.
         drop(cycles);
