@@ -836,8 +836,17 @@ impl Cycle<'_> {
             examples = kept;
         }
         if !examples.is_empty() {
-            // Kept with the cycle: a later repair of its method is held to them too.
-            set_slot(self.image, cycle, "examples", json!(examples))?;
+            // Kept with the cycle: a later repair of its method is held to them too. Examples too
+            // large (or deep) for a slot are not kept; the cycle goes on, and says so.
+            let kept = json!(examples);
+            match crate::image::check_value("examples", &kept) {
+                Ok(()) => set_slot(self.image, cycle, "examples", kept)?,
+                Err(e) => self.event(
+                    cycle,
+                    "diagnostic",
+                    json!({"stage": "examples", "error": format!("the examples are not kept for later repairs: {e}")}),
+                )?,
+            }
         }
         let recalled = memory::recall(self.image, mission, config.memory as usize)?;
         if !recalled.is_empty() {
@@ -929,7 +938,12 @@ impl Cycle<'_> {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(serde_json::from_value(kept).unwrap_or_default())
+        // Examples a client overwrote with something else are no reason to repair unchecked.
+        serde_json::from_value(kept).map_err(|e| {
+            Abort::Fail(format!(
+                "cycle {cycle}'s kept examples cannot be read ({e}): the repair would go unchecked"
+            ))
+        })
     }
 
     /// Candidate `n` of an attempt: the first greedy (drawn again, sampled, if it repeats an
@@ -1126,11 +1140,20 @@ impl Cycle<'_> {
         }
         let started = Instant::now();
         // A repair is a new version of the method that trapped, where it is (the receiver or
-        // the parent it was inherited from).
+        // the parent it was inherited from), and only while that slot still holds the version
+        // that trapped: a newer one (another repair, a hand install) is never overwritten.
         let holder = mission
             .repair
             .as_ref()
             .map_or(mission.receiver, |r| r.holder);
+        if let Some(repair) = &mission.repair
+            && self.image.own_slot(holder, &mission.selector)? != Some(Slot::Method(repair.method))
+        {
+            return Err(Abort::Fail(format!(
+                "{holder}.{} changed while its repair ran (version {} is no longer there): send the message again",
+                mission.selector, repair.version
+            )));
+        }
         let note = match &mission.repair {
             None => format!(
                 "cycle {cycle}: install {}.{} and answer its first message",

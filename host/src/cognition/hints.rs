@@ -94,8 +94,10 @@ fn replace_one(line: &str) -> Option<String> {
             // a reference: the `*` goes.
             if right.contains("filter_map") {
                 let receiver = before
-                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-                    .map_or(0, |i| i + 1);
+                    .char_indices()
+                    .rev()
+                    .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '.'))
+                    .map_or(0, |(i, c)| i + c.len_utf8());
                 if receiver > 0 && before[..receiver].ends_with('*') {
                     before.remove(receiver - 1);
                 }
@@ -330,6 +332,15 @@ mod tests {
             (
                 "let m = xs.iter().max();",
                 "let m = xs.iter().filter_map(|v| v.as_i64()).max();",
+            ),
+            // Not ASCII before the list: no panic, nothing dereferenced to drop.
+            (
+                "let s = \"«\"; let m = xs.iter().max();",
+                "let s = \"«\"; let m = xs.iter().filter_map(|v| v.as_i64()).max();",
+            ),
+            (
+                "// →xs.iter().max()",
+                "// →xs.iter().filter_map(|v| v.as_i64()).max()",
             ),
             // Seen from the 1.5B: the `*` stayed in the hint, and the repair kept it (E0614).
             (

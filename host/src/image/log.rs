@@ -302,9 +302,19 @@ pub fn diff(conn: &Connection, from: TxId, until: TxId) -> Result<Vec<ObjectDiff
     )?;
     let rows = stmt.query_map(params![from.0, until.0], change_row)?;
     let mut objects: std::collections::BTreeMap<i64, ObjectDiff> = Default::default();
+    // Per object, its first and last creation or destruction in between (undo can destroy an
+    // object and undoing that undo make it again, under the same oid).
+    let mut existence: std::collections::BTreeMap<i64, (bool, bool)> = Default::default();
     for row in rows {
         let change = row??;
         let oid = change.oid();
+        if let Change::Create { .. } | Change::Destroy { .. } = change {
+            let made = matches!(change, Change::Create { .. });
+            existence
+                .entry(oid.0)
+                .and_modify(|(_, last)| *last = made)
+                .or_insert((made, made));
+        }
         let entry = objects.entry(oid.0).or_insert_with(|| ObjectDiff {
             oid,
             created: false,
@@ -314,13 +324,7 @@ pub fn diff(conn: &Connection, from: TxId, until: TxId) -> Result<Vec<ObjectDiff
             slots: Default::default(),
         });
         match change {
-            Change::Create { .. } => {
-                // Created after `from`, unless it was destroyed and made again (never: oids are
-                // not reused).
-                entry.created = true;
-                entry.destroyed = false;
-            }
-            Change::Destroy { .. } => entry.destroyed = true,
+            Change::Create { .. } | Change::Destroy { .. } => {}
             Change::Name { before, after, .. } => {
                 entry
                     .name
@@ -359,6 +363,17 @@ pub fn diff(conn: &Connection, from: TxId, until: TxId) -> Result<Vec<ObjectDiff
     let mut out: Vec<ObjectDiff> = objects
         .into_values()
         .map(|mut o| {
+            // A first creation: it did not exist at `from`; a last destruction: not at `until`.
+            if let Some((first_made, last_made)) = existence.get(&o.oid.0) {
+                let (then, now) = (!first_made, *last_made);
+                o.created = !then && now;
+                o.destroyed = then && !now;
+                if !then && !now {
+                    // Made and unmade in between: it differs in nothing.
+                    o.created = true;
+                    o.destroyed = true;
+                }
+            }
             o.slots.retain(|_, s| s.from != s.until);
             o.name = o.name.filter(|n| n.from != n.until);
             o.parents = o.parents.filter(|p| p.from != p.until);

@@ -373,3 +373,29 @@ fn a_siblings_commit_is_seen_inside_the_next_transaction() {
     assert_eq!(value(&b, x, "n"), Some(json!(3)));
     assert_eq!(value(&a, x, "n"), Some(json!(3)));
 }
+
+/// An object undone away and undone back is the same object at both ends: `diff` across that
+/// says nothing of it; across its undoing alone it was destroyed; across its making, created.
+#[test]
+fn diff_follows_an_object_through_undo_and_the_undo_of_that_undo() {
+    let mut image = Image::in_memory().expect("image");
+    let root = Oid(1);
+    let before = image.newest_tx().expect("newest");
+    let x = create(&mut image, &[root], None, json!({"a": 1}));
+    let made = image.newest_tx().expect("newest");
+    let gone = image.undo(made, "test").expect("undo the create");
+    let back = image.undo(gone, "test").expect("undo the undo");
+    let oids = |from: TxId, until: TxId| -> Vec<(Oid, bool, bool)> {
+        image
+            .diff(from, until)
+            .expect("diff")
+            .iter()
+            .map(|d| (d.oid, d.created, d.destroyed))
+            .collect()
+    };
+    assert_eq!(oids(made, back), vec![], "the same object at both ends");
+    assert_eq!(oids(made, gone), vec![(x, false, true)]);
+    assert_eq!(oids(before, made), vec![(x, true, false)]);
+    assert_eq!(oids(before, gone), vec![], "made and unmade in between");
+    assert_eq!(oids(gone, back), vec![(x, true, false)]);
+}
