@@ -1040,29 +1040,21 @@ impl Cycle<'_> {
         self.check(turn.deadline)?;
         let started = Instant::now();
         let mut outcome = self.methods.build(&source);
-        // Fixes by rule, each compiled again before a model turn is spent: a covenant refusal
-        // that names its write, then rustc's machine-applicable suggestions.
-        if let Err(MethodError::Refused { refusals, .. }) = &outcome
-            && let Some((fixed, note)) = fixes::notify_after_writes(&source, refusals)
-        {
-            self.event(
-                cycle,
-                "fix",
-                json!({"attempt": attempt, "candidate": n, "fix": note}),
-            )?;
-            source = fixed;
-            outcome = self.methods.build(&source);
-        }
-        if let Err(MethodError::Forge(ForgeError::CompileFailed { suggestions, .. })) = &outcome
-            && let Some((fixed, note)) = fixes::apply_rustc_suggestions(&source, suggestions)
-        {
-            self.event(
-                cycle,
-                "fix",
-                json!({"attempt": attempt, "candidate": n, "fix": note}),
-            )?;
-            source = fixed;
-            outcome = self.methods.build(&source);
+        // Fixes by rule, each once and in this order, each compiled again before a model turn
+        // is spent: a covenant refusal that names its write, then rustc's machine-applicable
+        // suggestions.
+        for rule in [covenant_fix, rustc_fix] {
+            if let Err(e) = &outcome
+                && let Some((fixed, note)) = rule(&source, e)
+            {
+                self.event(
+                    cycle,
+                    "fix",
+                    json!({"attempt": attempt, "candidate": n, "fix": note}),
+                )?;
+                source = fixed;
+                outcome = self.methods.build(&source);
+            }
         }
         let mut built = match outcome {
             Ok(built) => built,
@@ -1320,6 +1312,24 @@ fn host_fault(e: &MethodError) -> bool {
             e.code() == Code::Internal
         }
         _ => false,
+    }
+}
+
+/// A covenant refusal that names its write: `notify_changed()` inserted after it.
+fn covenant_fix(source: &str, e: &MethodError) -> Option<(String, String)> {
+    match e {
+        MethodError::Refused { refusals, .. } => fixes::notify_after_writes(source, refusals),
+        _ => None,
+    }
+}
+
+/// A compile error with machine-applicable suggestions: rustc's fixes applied.
+fn rustc_fix(source: &str, e: &MethodError) -> Option<(String, String)> {
+    match e {
+        MethodError::Forge(ForgeError::CompileFailed { suggestions, .. }) => {
+            fixes::apply_rustc_suggestions(source, suggestions)
+        }
+        _ => None,
     }
 }
 

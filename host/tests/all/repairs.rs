@@ -191,23 +191,29 @@ fn a_compile_error_still_reads_as_rustcs_text() {
     assert!(!message.contains("\"$message_type\""), "{message}");
 }
 
-fn share_script() -> Vec<Value> {
+/// A script whose writer first writes the trapping `share`, and whose repair writes `repair`.
+fn share_script(repair: &str) -> Vec<Value> {
     let mut lines = planner_and_reviewer();
-    lines.push(json!({"when": "its method for it failed", "completion": fenced(FIXED_SHARE)}));
+    lines.push(json!({"when": "its method for it failed", "completion": fenced(repair)}));
     lines.push(json!({"when": "You are ROBIN", "completion": fenced(TRAPPY_SHARE)}));
     lines
 }
 
-#[test]
-fn a_trap_in_a_synthesized_method_opens_a_repair_whose_method_is_a_new_version() {
-    let host = host(&share_script());
-    let dealer = host.dealer();
-    set(&host, "counter", "count", json!(10));
+/// `counter.share` written by a cycle held to one example (`[5] => 2`), with `count` at 10.
+fn synthesize_share(host: &Host) {
+    set(host, "counter", "count", json!(10));
     let reply = ask(
-        &dealer,
+        &host.dealer(),
         json!({"op": "send", "to": "counter", "selector": "share", "args": [2], "examples": [{"args": [5], "answer": 2}]}),
     );
     assert_eq!(reply["result"], 5, "{reply}");
+}
+
+#[test]
+fn a_trap_in_a_synthesized_method_opens_a_repair_whose_method_is_a_new_version() {
+    let host = host(&share_script(FIXED_SHARE));
+    let dealer = host.dealer();
+    synthesize_share(&host);
     // Dividing by zero traps; the repair cycle writes version 2 and answers the message.
     let reply = ask(
         &dealer,
@@ -261,17 +267,9 @@ fn a_trap_in_a_synthesized_method_opens_a_repair_whose_method_is_a_new_version()
 
 #[test]
 fn a_repair_that_breaks_an_earlier_example_is_refused_and_the_trap_is_answered() {
-    let mut lines = planner_and_reviewer();
-    lines.push(json!({"when": "its method for it failed", "completion": fenced(BROKEN_SHARE)}));
-    lines.push(json!({"when": "You are ROBIN", "completion": fenced(TRAPPY_SHARE)}));
-    let host = host(&lines);
+    let host = host(&share_script(BROKEN_SHARE));
     let dealer = host.dealer();
-    set(&host, "counter", "count", json!(10));
-    let reply = ask(
-        &dealer,
-        json!({"op": "send", "to": "counter", "selector": "share", "args": [2], "examples": [{"args": [5], "answer": 2}]}),
-    );
-    assert_eq!(reply["result"], 5, "{reply}");
+    synthesize_share(&host);
     set(&host, "cognition", "attempts", json!(1));
     let reply = ask(
         &dealer,
@@ -289,7 +287,7 @@ fn a_repair_that_breaks_an_earlier_example_is_refused_and_the_trap_is_answered()
 
 #[test]
 fn traps_in_hand_installed_methods_or_with_repairs_off_are_answered_as_they_are() {
-    let host = host(&share_script());
+    let host = host(&share_script(FIXED_SHARE));
     let dealer = host.dealer();
     set(&host, "counter", "count", json!(10));
     let source = format!("use batos_sdk::prelude::*;\n{TRAPPY_SHARE}");
