@@ -353,10 +353,21 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log target of the host's one readiness line (`serving … on …`).
+pub const READY_TARGET: &str = "batos::ready";
+
 /// Sends the log (`tracing`'s events) to stderr, at the levels RUST_LOG names (default `info`).
 pub fn init_log(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    use tracing_subscriber::filter::LevelFilter;
+    // Whatever RUST_LOG says (a directive it cannot read is left out), the host's readiness line
+    // is always written: scripts wait for it.
+    let mut filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    if let Ok(ready) = format!("{READY_TARGET}=info").parse() {
+        filter = filter.add_directive(ready);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

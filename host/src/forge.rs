@@ -496,6 +496,11 @@ impl Forge {
         let _ = file.take(raw_limit + 1).read_to_end(&mut bytes);
         let mut truncated = bytes.len() as u64 > raw_limit;
         bytes.truncate(raw_limit as usize);
+        if truncated {
+            // The line the cut went through is half a JSON diagnostic: never shown as text.
+            let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            bytes.truncate(whole);
+        }
         // Lossy: a cut inside a multi-byte character must not lose the whole text. No host path
         // reaches a client: the job's directory goes, the toolchain and the SDK show as the
         // jail names them (an unjailed rustc quotes the host's paths), the cache and home go.

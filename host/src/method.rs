@@ -111,6 +111,26 @@ impl MethodError {
     }
 }
 
+/// The most refusals one error lists: a source may repeat a refused line thousands of times.
+pub const MAX_REFUSALS: usize = 32;
+
+/// Refusals as a client reads them: each rule and message once (the line of the first), at most
+/// [`MAX_REFUSALS`], then how many more.
+fn bounded_refusals(all: &[source_gate::Refusal]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::new();
+    for refusal in all {
+        if kept.len() < MAX_REFUSALS && seen.insert((refusal.rule, refusal.message.as_str())) {
+            kept.push(refusal.to_string());
+        }
+    }
+    let more = all.len() - kept.len();
+    if more > 0 {
+        kept.push(format!("[… {more} more refusals, repeats among them]"));
+    }
+    kept
+}
+
 /// A method as installed.
 #[derive(Debug, Clone, Serialize)]
 pub struct Installed {
@@ -208,7 +228,7 @@ impl Methods {
         source_gate::check(source).map_err(|refusals| MethodError::Refused {
             gate: "source",
             syntax_only: refusals.iter().all(|r| r.rule == "syntax"),
-            refusals: refusals.iter().map(ToString::to_string).collect(),
+            refusals: bounded_refusals(&refusals),
         })?;
         let source_ms = started.elapsed().as_secs_f64() * 1000.0;
         let forge = self.forge()?;

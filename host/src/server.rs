@@ -355,6 +355,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             .map_err(ServerError::Worker)?
     };
     tracing::info!(
+        target: crate::cli::READY_TARGET,
         "serving {} on {} with {} workers and {} installers (pid {})",
         image_name,
         options.bind,

@@ -768,3 +768,75 @@ fn with_log_format_json_every_log_line_is_a_json_object_with_a_level() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn refusals_and_diagnostics_stay_bounded_and_readable_however_often_a_source_repeats_itself() {
+    let host = Host::start("normal");
+    let dealer = host.dealer();
+    // The source gate: one refused macro three thousand times is one refusal and a count.
+    let body = "    let _ = include_str!(\"a\");\n".repeat(3000);
+    let source = format!(
+        "use batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {{\n{body}    Ok(json!(1))\n}}\n"
+    );
+    let reply = ask(
+        &dealer,
+        json!({"op": "install", "to": "lobby", "selector": "loud", "source": source}),
+    );
+    assert_eq!(reply["error"]["code"], "guardian-rejected", "{reply}");
+    let message = reply["error"]["message"].as_str().expect("message");
+    assert!(message.len() < 16 << 10, "{} bytes", message.len());
+    assert!(message.contains("more refusals"), "{message}");
+    // rustc: thousands of errors are cut at a whole diagnostic, never mid-JSON.
+    let body: String = (0..2500)
+        .map(|n| format!("    let _ = undefined_thing_{n};\n"))
+        .collect();
+    let source = format!(
+        "use batos_sdk::prelude::*;\npub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {{\n{body}    Ok(json!(1))\n}}\n"
+    );
+    let reply = ask(
+        &dealer,
+        json!({"op": "install", "to": "lobby", "selector": "noisy", "source": source}),
+    );
+    assert_eq!(reply["error"]["code"], "compile-failed", "{reply}");
+    let message = reply["error"]["message"].as_str().expect("message");
+    assert!(message.contains("undefined_thing_0"), "{message}");
+    assert!(!message.contains("$message_type"), "raw JSON in: {message}");
+    assert!(message.contains("diagnostics truncated"), "{message}");
+}
+
+#[test]
+fn the_readiness_line_is_written_whatever_rust_log_says() {
+    let scratch = crate::support::Scratch::new();
+    for filter in ["nonsense", "warn", "[{"] {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_batos"))
+            .env("RUST_LOG", filter)
+            .env("BATOS_MIND", "none")
+            .arg("--image")
+            .arg(scratch.image_path())
+            .args(["serve", "--bind", &format!("tcp://127.0.0.1:{port}")])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let found = std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains("serving"));
+            let _ = tx.send(found);
+        });
+        // A host that never says it serves is a failure, not a hang (a liveness bound only).
+        let found = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .unwrap_or(false);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found, "RUST_LOG={filter}: no readiness line");
+    }
+}
