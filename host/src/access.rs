@@ -200,21 +200,6 @@ pub const READ_OPS: &[&str] = &[
     "mind", "parents",
 ];
 
-/// The parts of a request admission reads; everything else is the workers' to decode.
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(default, borrow)]
-    op: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    token: Option<std::borrow::Cow<'a, str>>,
-    /// `parents` with a list sets them (a write); without, reads them.
-    #[serde(default)]
-    parents: Option<serde::de::IgnoredAny>,
-    /// A retry key answers the recorded reply of whoever used it: the full token's business.
-    #[serde(default)]
-    key: Option<serde::de::IgnoredAny>,
-}
-
 /// What admission read of an admitted request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Admitted {
@@ -223,26 +208,16 @@ pub struct Admitted {
 }
 
 /// Whether a request may run: `ping` always; everything else with a token that allows its op.
-/// A payload that is not a JSON object is refused here too (nothing unauthenticated reaches a
-/// worker).
-pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protocol::Failure> {
+/// (A payload that is not a JSON object never got this far: nothing unauthenticated reaches a
+/// worker.)
+pub fn admit(
+    tokens: &Tokens,
+    envelope: &crate::protocol::envelope::Incoming,
+) -> Result<Admitted, crate::protocol::Failure> {
     use crate::protocol::Failure;
-    // serde reads a struct from an array too; a request is an object.
-    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Failure::new(
-            Code::BadRequest,
-            "a request must be a JSON object",
-        ));
-    }
-    let envelope: Envelope<'_> = serde_json::from_slice(payload).map_err(|e| {
-        Failure::new(
-            Code::BadRequest,
-            format!("the request is not a JSON object: {e}"),
-        )
-    })?;
-    let op = envelope.op.as_deref().unwrap_or_default();
+    let op = envelope.op.as_str();
     let role = tokens.role(envelope.token.as_deref());
-    if envelope.key.is_some() && role != Some(Role::Full) {
+    if envelope.has_key() && role != Some(Role::Full) {
         return Err(Failure::new(
             Code::Unauthorized,
             "a retry `key` needs the image's full token (its recorded reply is the writer's)",
@@ -255,7 +230,7 @@ pub fn admit(tokens: &Tokens, payload: &[u8]) -> Result<Admitted, crate::protoco
     match role {
         Some(Role::Full) => Ok(admitted),
         Some(Role::Read)
-            if READ_OPS.contains(&op) && !(op == "parents" && envelope.parents.is_some()) =>
+            if READ_OPS.contains(&op) && !(op == "parents" && envelope.sets_parents) =>
         {
             Ok(admitted)
         }

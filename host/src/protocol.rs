@@ -5,6 +5,7 @@
 //! `batos … --json` prints exactly what a client would receive.
 
 pub mod code;
+pub mod envelope;
 
 pub use code::Code;
 

@@ -3,7 +3,8 @@
 //! The socket thread reads every request as it arrives (it never stops reading, so libzmq's
 //! queues stay short) and decides here whether to take it: a request past any bound is answered
 //! `busy` at once, and costs nothing more. The bounds: requests in flight in all, per client, and
-//! the bytes of the requests in flight. A message's own size and frame count are bounded too.
+//! the bytes of the requests in flight. (A message's own size and frame count are its
+//! transport's to bound.)
 
 use crate::protocol::Code;
 use std::collections::HashMap;
@@ -40,10 +41,6 @@ impl Default for Budget {
     }
 }
 
-/// A request is its client's identity, at most two envelope frames (REQ's empty delimiter) and
-/// one payload.
-pub const MAX_FRAMES: usize = 4;
-
 /// The requests in flight.
 #[derive(Debug)]
 pub struct Load {
@@ -69,30 +66,6 @@ impl Load {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    /// Whether a message of these frames may be read at all.
-    pub fn check_message(&self, frames: &[Vec<u8>]) -> Result<(), Failure> {
-        if frames.len() > MAX_FRAMES {
-            return Err(Failure::new(
-                Code::TooLarge,
-                format!(
-                    "a request is one frame (after the envelope); this message has {} frames",
-                    frames.len().saturating_sub(1)
-                ),
-            ));
-        }
-        let total: usize = frames.iter().map(Vec::len).sum();
-        if total > self.budget.message_bytes {
-            return Err(Failure::new(
-                Code::TooLarge,
-                format!(
-                    "the message is {total} bytes; the host takes at most {} (--max-message-bytes)",
-                    self.budget.message_bytes
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Takes a request of `size` bytes from `client`, or says why not (`busy`: retry later).
@@ -163,20 +136,6 @@ mod tests {
         assert!(
             !load.clients.contains_key(b"a".as_slice()),
             "a client with nothing in flight costs nothing"
-        );
-    }
-
-    #[test]
-    fn a_message_is_bounded_in_frames_and_bytes() {
-        let load = Load::new(Budget {
-            message_bytes: 100,
-            ..Budget::default()
-        });
-        assert!(load.check_message(&[vec![1], vec![], vec![0; 90]]).is_ok());
-        assert!(load.check_message(&vec![vec![0; 1]; 16]).is_err());
-        assert!(
-            load.check_message(&[vec![1], vec![0; 60], vec![0; 60]])
-                .is_err()
         );
     }
 }

@@ -233,7 +233,9 @@ proptest! {
     ) {
         let scratch = Scratch::new();
         let tokens = batos::access::Tokens::ensure(&scratch.image_path()).expect("tokens");
-        let _ = batos::access::admit(&tokens, &bytes);
+        if let Ok(incoming) = batos::protocol::envelope::Incoming::decode(&bytes) {
+            let _ = batos::access::admit(&tokens, &incoming);
+        }
         if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
             let _ = batos::protocol::Request::decode(&value);
         }
@@ -241,7 +243,9 @@ proptest! {
         request.insert("op".into(), json!(op));
         let request = Value::Object(request);
         let _ = batos::protocol::Request::decode(&request);
-        let refused = batos::access::admit(&tokens, request.to_string().as_bytes());
+        let incoming = batos::protocol::envelope::Incoming::decode(request.to_string().as_bytes())
+            .expect("an object");
+        let refused = batos::access::admit(&tokens, &incoming);
         prop_assert!(op == "ping" || refused.is_err(), "no token, no entry");
     }
 }
