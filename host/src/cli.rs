@@ -63,7 +63,7 @@ pub struct Global {
     #[arg(long, global = true)]
     pub offline: bool,
     /// How hard a commit waits for the disk: `full` survives a power cut, `normal` a crash.
-    #[arg(long, global = true, value_enum, default_value_t = Durability::Full)]
+    #[arg(long, global = true, default_value = "full", value_parser = durability_parser())]
     pub durability: Durability,
     /// Seconds to wait for a host's reply (installs may compile for a while).
     #[arg(long, global = true, default_value_t = 300)]
@@ -1562,4 +1562,13 @@ fn slot_text(slot: &Value) -> String {
         None if slot.is_null() => "(absent)".into(),
         None => slot.to_string(),
     }
+}
+
+/// `--durability`: the image knows nothing of the command line, so its values are named here.
+fn durability_parser() -> impl clap::builder::TypedValueParser<Value = Durability> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["full", "normal"]).map(|s| match s.as_str() {
+        "normal" => Durability::Normal,
+        _ => Durability::Full,
+    })
 }

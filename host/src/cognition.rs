@@ -21,6 +21,7 @@ pub mod hints;
 pub mod memory;
 
 use crate::protocol::Code;
+use crate::protocol::Coded;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

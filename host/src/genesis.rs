@@ -3,6 +3,7 @@
 //! if one is asked for, and the tokens beside it. An image that did not finish is taken away, so
 //! the next try begins again.
 
+use crate::protocol::Coded;
 use std::path::Path;
 
 use crate::access::{AccessError, Tokens};

@@ -7,7 +7,8 @@
 //!   contract. (Gate 3, the covenant at run time, lives in the sandbox's host state.)
 
 pub mod component;
-pub mod data;
+/// The Data Guardian lives with the image it guards (the `batos-image` crate).
+pub use batos_image::guardian as data;
 pub mod source;
 
 pub use data::{SCHEMA_SLOT, SchemaViolation, check_slots};

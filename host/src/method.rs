@@ -7,6 +7,7 @@
 //! sandbox, in a transaction of its own, where the run-time gate holds it to the covenant.
 
 use crate::protocol::Code;
+use crate::protocol::Coded;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;

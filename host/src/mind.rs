@@ -21,6 +21,7 @@ pub mod weights;
 pub mod worker;
 
 use crate::protocol::Code;
+use crate::protocol::Coded;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 

@@ -7,7 +7,7 @@
 pub mod code;
 pub mod envelope;
 
-pub use code::Code;
+pub use code::{Code, Coded};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};

@@ -12,6 +12,7 @@ mod bindings;
 mod state;
 
 use crate::protocol::Code;
+use crate::protocol::Coded;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -95,6 +95,45 @@ impl serde::Serialize for Code {
     }
 }
 
+/// An error's stable code on the wire. The image's errors get theirs here, where the protocol
+/// lives (the `batos-image` crate knows nothing of the protocol).
+pub trait Coded {
+    fn code(&self) -> Code;
+}
+
+use batos_image::ImageError;
+
+impl Coded for ImageError {
+    fn code(&self) -> Code {
+        match self {
+            ImageError::NoSuchObject(_) => Code::NoSuchObject,
+            ImageError::NoSuchSlot { .. } => Code::NoSuchSlot,
+            ImageError::HoldsMethod { .. } => Code::BadRequest,
+            ImageError::NoSuchMethod(_) => Code::NoSuchMethod,
+            ImageError::NoSuchBlob(_) => Code::BadRequest,
+            ImageError::NoSuchTransaction(_) => Code::NoSuchTransaction,
+            ImageError::SchemaViolation { .. } => Code::SchemaViolation,
+            ImageError::Conflict { .. } | ImageError::Irreversible { .. } => Code::Conflict,
+            ImageError::NameTaken { .. } => Code::NameTaken,
+            ImageError::BadName { .. } => Code::BadRequest,
+            ImageError::ParentCycle { .. } => Code::ParentCycle,
+            ImageError::TooDeep(_) => Code::DelegationTooDeep,
+            ImageError::Locked { .. } => Code::Locked,
+            ImageError::ReadOnly => Code::ReadOnly,
+            ImageError::KeyApplied(_) => Code::Busy,
+            ImageError::ValueTooLarge { .. } => Code::TooLarge,
+            ImageError::BadValue { .. } => Code::BadRequest,
+            ImageError::NotFound(_) | ImageError::AlreadyExists(_) => Code::BadRequest,
+            ImageError::NewerSchema { .. }
+            | ImageError::OlderSchema { .. }
+            | ImageError::Corrupt(_)
+            | ImageError::InTransaction
+            | ImageError::Io { .. }
+            | ImageError::Sqlite(_) => Code::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 
 use batos::image::{Change, Durability, HistoryFilter, Image, ImageError};
 use batos::object::{ObjRef, Oid, Outcome, Slot, TxId};
+use batos::protocol::Coded;
 use serde_json::{Map, Value, json};
 
 fn slots(v: Value) -> Map<String, Value> {

@@ -12,16 +12,19 @@
 //!
 //! Compatibility: the schema lives in [`schema`] as append-only migrations on `user_version`.
 
+#![forbid(unsafe_code)]
+
 pub mod blobs;
 mod cache;
+pub mod guardian;
 pub mod keys;
 mod lock;
 pub mod log;
 pub mod methods;
+pub mod object;
 pub mod replay;
 mod schema;
 
-use crate::protocol::Code;
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -38,13 +41,11 @@ pub use lock::WriterLock;
 pub use log::{Change, HistoryFilter, ObjectDiff, Span, Transaction};
 pub use methods::{MethodRecord, NewMethod, Origin};
 
-use crate::guardian::{self, SchemaViolation};
-use crate::object::{
-    self, Found, LookupError, MethodId, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId,
-};
+use crate::guardian::SchemaViolation;
+use crate::object::{Found, LookupError, MethodId, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId};
 
 /// How hard a commit waits for the disk.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Durability {
     /// `synchronous=FULL`: an acknowledged commit survives a power cut.
     #[default]
@@ -200,38 +201,6 @@ pub enum ImageError {
     },
     #[error("image database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-}
-
-impl ImageError {
-    /// The protocol's stable error code for this error.
-    pub fn code(&self) -> Code {
-        match self {
-            ImageError::NoSuchObject(_) => Code::NoSuchObject,
-            ImageError::NoSuchSlot { .. } => Code::NoSuchSlot,
-            ImageError::HoldsMethod { .. } => Code::BadRequest,
-            ImageError::NoSuchMethod(_) => Code::NoSuchMethod,
-            ImageError::NoSuchBlob(_) => Code::BadRequest,
-            ImageError::NoSuchTransaction(_) => Code::NoSuchTransaction,
-            ImageError::SchemaViolation { .. } => Code::SchemaViolation,
-            ImageError::Conflict { .. } | ImageError::Irreversible { .. } => Code::Conflict,
-            ImageError::NameTaken { .. } => Code::NameTaken,
-            ImageError::BadName { .. } => Code::BadRequest,
-            ImageError::ParentCycle { .. } => Code::ParentCycle,
-            ImageError::TooDeep(_) => Code::DelegationTooDeep,
-            ImageError::Locked { .. } => Code::Locked,
-            ImageError::ReadOnly => Code::ReadOnly,
-            ImageError::KeyApplied(_) => Code::Busy,
-            ImageError::ValueTooLarge { .. } => Code::TooLarge,
-            ImageError::BadValue { .. } => Code::BadRequest,
-            ImageError::NotFound(_) | ImageError::AlreadyExists(_) => Code::BadRequest,
-            ImageError::NewerSchema { .. }
-            | ImageError::OlderSchema { .. }
-            | ImageError::Corrupt(_)
-            | ImageError::InTransaction
-            | ImageError::Io { .. }
-            | ImageError::Sqlite(_) => Code::Internal,
-        }
-    }
 }
 
 /// Lookup errors carry the graph's error type; the image's graph only fails with SQL errors,
