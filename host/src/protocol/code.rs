@@ -150,15 +150,15 @@ mod tests {
         assert_eq!(Code::parse("flying"), None);
     }
 
-    /// The README's protocol section lists every code a client can meet.
+    /// The protocol's spec (`docs/protocol.md`) lists every code a client can meet.
     #[test]
-    fn the_readme_names_every_code() {
-        let readme = include_str!("../../../README.md");
+    fn the_protocol_spec_names_every_code() {
+        let spec = include_str!("../../../docs/protocol.md");
         let missing: Vec<&str> = Code::ALL
             .iter()
-            .filter(|c| !readme.contains(&format!("`{}`", c.as_str())))
+            .filter(|c| !spec.contains(&format!("`{}`", c.as_str())))
             .map(|c| c.as_str())
             .collect();
-        assert!(missing.is_empty(), "not in the README: {missing:?}");
+        assert!(missing.is_empty(), "not in docs/protocol.md: {missing:?}");
     }
 }
