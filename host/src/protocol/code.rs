@@ -102,6 +102,7 @@ pub trait Coded {
 }
 
 use batos_image::ImageError;
+use batos_mind::MindError;
 
 impl Coded for ImageError {
     fn code(&self) -> Code {
@@ -130,6 +131,17 @@ impl Coded for ImageError {
             | ImageError::InTransaction
             | ImageError::Io { .. }
             | ImageError::Sqlite(_) => Code::Internal,
+        }
+    }
+}
+
+impl Coded for MindError {
+    fn code(&self) -> Code {
+        match self {
+            MindError::NoMind => Code::NoMind,
+            MindError::TooLong { .. } | MindError::BadRequest(_) => Code::BadRequest,
+            MindError::Image(e) => e.code(),
+            _ => Code::MindFailed,
         }
     }
 }

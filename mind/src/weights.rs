@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::tokenizer::MindTokenizer;
 use super::{MIND_OBJECT, MindError, candle_error, candle_text};
-use crate::image::blobs::DEFAULT_CHUNK_SIZE;
-use crate::image::{BlobId, Image, ImageError};
-use crate::object::{Oid, Slot, TxId};
+use batos_image::blobs::DEFAULT_CHUNK_SIZE;
+use batos_image::object::{Oid, Slot, TxId};
+use batos_image::{BlobId, Image, ImageError};
 
 /// The model's metadata, as the `mind` object's slots hold it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,7 +369,7 @@ fn requantize(
 
 /// Writes the mind's metadata into the `mind` object, creating it (a child of `object`) if
 /// needed. Slots of an earlier mind that the new one lacks are removed.
-fn write_info(tx: &mut crate::image::Tx, info: &MindInfo) -> Result<Oid, ImageError> {
+fn write_info(tx: &mut batos_image::Tx, info: &MindInfo) -> Result<Oid, ImageError> {
     let Value::Object(slots) = json!(info) else {
         return Err(ImageError::Corrupt(
             "the mind's metadata is not an object".into(),
@@ -378,7 +378,7 @@ fn write_info(tx: &mut crate::image::Tx, info: &MindInfo) -> Result<Oid, ImageEr
     let oid = match tx.named(MIND_OBJECT)? {
         Some(oid) => oid,
         None => {
-            let proto = tx.resolve(&crate::object::ObjRef::Name("object".into()))?;
+            let proto = tx.resolve(&batos_image::object::ObjRef::Name("object".into()))?;
             tx.create_object(&[proto], Some(MIND_OBJECT), Map::new())?
         }
     };

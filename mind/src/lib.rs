@@ -11,6 +11,8 @@
 //! - [`worker`]: the inference thread that owns the engine; callers queue requests and receive
 //!   tokens through a channel, and may cancel.
 
+#![forbid(unsafe_code)]
+
 pub mod catalog;
 pub mod engine;
 pub mod llama;
@@ -20,8 +22,6 @@ pub mod tokenizer;
 pub mod weights;
 pub mod worker;
 
-use crate::protocol::Code;
-use crate::protocol::Coded;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -31,7 +31,7 @@ pub use engine::{Backend, Engine, GenerateRequest, Generation, StopReason};
 pub use weights::{ImportOptions, MindInfo, Quantize};
 pub use worker::{MindHandle, Pending};
 
-use crate::image::ImageError;
+use batos_image::ImageError;
 
 /// The name of the object that holds the mind's metadata (the seed's pLLM proxy).
 pub const MIND_OBJECT: &str = "mind";
@@ -167,7 +167,7 @@ pub fn device(name: &str) -> Result<Device, MindError> {
 /// `BATOS_MODEL` (a known model's name or a GGUF file), else the catalog's default, a known
 /// model's pinned sha256 checked, as shipped.
 pub fn import_default(
-    image: &mut crate::image::Image,
+    image: &mut batos_image::Image,
     actor: &str,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<MindInfo, MindError> {
@@ -176,7 +176,7 @@ pub fn import_default(
 
 /// Imports `model` as shipped, a known model's pinned sha256 checked.
 pub fn import_model(
-    image: &mut crate::image::Image,
+    image: &mut batos_image::Image,
     model: &ModelRef,
     actor: &str,
     progress: &mut dyn FnMut(u64, u64),
@@ -196,7 +196,7 @@ pub fn start(
     device: Device,
 ) -> Result<Option<(MindHandle, worker::MindThread)>, MindError> {
     let info = {
-        let image = crate::image::Image::open_read_only(path)?;
+        let image = batos_image::Image::open_read_only(path)?;
         match MindInfo::read(&image) {
             Ok(info) => info,
             Err(MindError::NoMind) => return Ok(None),
@@ -206,7 +206,7 @@ pub fn start(
     let blob = info.blob;
     let path = path.to_owned();
     let (handle, thread) = MindHandle::start(info, move || {
-        let image = crate::image::Image::open_read_only(&path)?;
+        let image = batos_image::Image::open_read_only(&path)?;
         Engine::load(image.blob_reader(blob)?, &device)
     })?;
     Ok(Some((handle, thread)))
@@ -265,18 +265,6 @@ pub enum MindError {
     Stopped,
     #[error(transparent)]
     Image(#[from] ImageError),
-}
-
-impl MindError {
-    /// The protocol's stable error code for this error.
-    pub fn code(&self) -> Code {
-        match self {
-            MindError::NoMind => Code::NoMind,
-            MindError::TooLong { .. } | MindError::BadRequest(_) => Code::BadRequest,
-            MindError::Image(e) => e.code(),
-            _ => Code::MindFailed,
-        }
-    }
 }
 
 /// Maps candle's errors; a damaged blob surfaces through candle's reader as an I/O error whose
