@@ -197,8 +197,9 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     if let Some(thread) = mind_thread {
         thread.join();
     }
-    let flushed = transport.drain(&service, || true, options.grace.min(Duration::from_secs(1)));
-    drop(transport);
+    let linger = options.grace.min(Duration::from_secs(1));
+    let flushed = transport.drain(&service, || true, linger);
+    transport.close(linger);
     drop(service);
     drop(primary);
     tracing::info!("stopped; the image is closed and the lock released");

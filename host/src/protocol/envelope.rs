@@ -14,8 +14,9 @@ use crate::image::keys;
 /// them again, unchanged, until the next commit.
 pub const KEPT_READS: &[&str] = &["get", "describe", "methods", "method", "history", "diff"];
 
-/// A request as it arrived: the envelope's fields, read once, and the request itself (or why it
-/// is not one). A payload that is not a JSON object never becomes an `Incoming`.
+/// A request's envelope as it arrived: what admission reads, without building the request (a
+/// client without a token costs one pass over its bytes and nothing more). A payload that is not
+/// a JSON object with a well-formed envelope never becomes an `Incoming`.
 #[derive(Debug)]
 pub struct Incoming {
     /// Echoed in the reply; `null` when the request has none.
@@ -27,18 +28,39 @@ pub struct Incoming {
     pub key: Result<Option<String>, Failure>,
     /// `parents` with a list is a write; without, a read (admission tells them apart).
     pub sets_parents: bool,
+    /// The payload's size in bytes (what the host counts as held while it is in flight).
+    pub size: usize,
+}
+
+/// The rest of an admitted request.
+#[derive(Debug)]
+pub struct Parsed {
     /// The decoded request, or the `bad-request` / `unknown-op` it is.
     pub request: Result<Request, Failure>,
     /// For a kept read: the request without `id`, `token` and `key`, as canonical JSON (what its
     /// answer is kept under).
     pub read_key: Option<String>,
-    /// The payload's size in bytes (what the host counts as held while it is in flight).
-    pub size: usize,
+}
+
+/// The envelope's fields, borrowed where the JSON allows; everything else is skipped unbuilt. A
+/// field given twice is refused here, so the whole parse after it cannot read another.
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    #[serde(default)]
+    id: Value,
+    #[serde(default, borrow)]
+    op: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    token: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    parents: Option<serde::de::IgnoredAny>,
 }
 
 impl Incoming {
-    /// Parses `payload` once. `Err` is the whole reply's failure (the payload is not a JSON
-    /// object), with the id when one could be read.
+    /// Reads the envelope of `payload`. `Err` is the whole reply's failure (not a JSON object,
+    /// or an envelope field of the wrong type), with the id when one could be read.
     pub fn decode(payload: &[u8]) -> Result<Incoming, (Value, Failure)> {
         // serde reads a struct from an array too; a request is an object.
         if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -47,55 +69,34 @@ impl Incoming {
                 Failure::new(Code::BadRequest, "a request must be a JSON object"),
             ));
         }
-        let value: Value = serde_json::from_slice(payload).map_err(|e| {
+        let head: Head<'_> = serde_json::from_slice(payload).map_err(|e| {
             (
-                Value::Null,
+                request_id(payload),
                 Failure::new(
                     Code::BadRequest,
-                    format!("the request is not a JSON object: {e}"),
+                    format!("the request is not a JSON object with a well-formed envelope: {e}"),
                 ),
             )
         })?;
-        let Some(object) = value.as_object() else {
-            return Err((
-                Value::Null,
-                Failure::new(Code::BadRequest, "a request must be a JSON object"),
-            ));
-        };
-        let id = object.get("id").cloned().unwrap_or(Value::Null);
-        let op = match object.get("op") {
-            Some(Value::String(op)) => op.clone(),
-            _ => String::new(),
-        };
-        let token = match object.get("token") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(token)) => Some(token.clone()),
-            Some(_) => {
-                return Err((
-                    id,
-                    Failure::new(Code::BadRequest, "`token` must be a string"),
-                ));
+        let key = match head.key {
+            None => Ok(None),
+            Some(key) if !key.is_empty() && key.len() <= keys::MAX_KEY_BYTES => {
+                Ok(Some(key.into_owned()))
             }
+            Some(_) => Err(Failure::new(
+                Code::BadRequest,
+                format!(
+                    "`key` must be a non-empty string of at most {} bytes",
+                    keys::MAX_KEY_BYTES
+                ),
+            )),
         };
-        let key = retry_key(object.get("key"));
-        let sets_parents = object.get("parents").is_some_and(|p| !p.is_null());
-        let read_key = KEPT_READS.contains(&op.as_str()).then(|| {
-            let mut kept = object.clone();
-            // Not part of what is read: who asked (admitted already), and under which retry key.
-            for envelope in ["id", "token", "key"] {
-                kept.remove(envelope);
-            }
-            Value::Object(kept).to_string()
-        });
-        let request = Request::decode(&value);
         Ok(Incoming {
-            id,
-            op,
-            token,
+            id: head.id,
+            op: head.op.map(|op| op.into_owned()).unwrap_or_default(),
+            token: head.token.map(|t| t.into_owned()),
             key,
-            sets_parents,
-            request,
-            read_key,
+            sets_parents: head.parents.is_some(),
             size: payload.len(),
         })
     }
@@ -104,23 +105,63 @@ impl Incoming {
     pub fn has_key(&self) -> bool {
         !matches!(self.key, Ok(None))
     }
+
+    /// The whole request, once admitted. The envelope read here must be the one admission read
+    /// (it is, with duplicate fields refused; a payload the two could read apart is refused).
+    pub fn parse(&self, payload: &[u8]) -> Parsed {
+        let refused = |failure| Parsed {
+            request: Err(failure),
+            read_key: None,
+        };
+        let value: Value = match serde_json::from_slice(payload) {
+            Ok(value) => value,
+            Err(e) => {
+                return refused(Failure::new(
+                    Code::BadRequest,
+                    format!("the request is not JSON: {e}"),
+                ));
+            }
+        };
+        let Some(object) = value.as_object() else {
+            return refused(Failure::new(
+                Code::BadRequest,
+                "a request must be a JSON object",
+            ));
+        };
+        let same = object.get("op").and_then(Value::as_str).unwrap_or_default() == self.op
+            && object.get("token").and_then(Value::as_str) == self.token.as_deref();
+        if !same {
+            return refused(Failure::new(
+                Code::BadRequest,
+                "the request's envelope reads two ways: nothing was done",
+            ));
+        }
+        let read_key = KEPT_READS.contains(&self.op.as_str()).then(|| {
+            let mut kept = object.clone();
+            // Not part of what is read: who asked (admitted already), and under which retry key.
+            for envelope in ["id", "token", "key"] {
+                kept.remove(envelope);
+            }
+            Value::Object(kept).to_string()
+        });
+        Parsed {
+            request: Request::decode(&value),
+            read_key,
+        }
+    }
 }
 
-/// The request's retry key, if it has one.
-fn retry_key(key: Option<&Value>) -> Result<Option<String>, Failure> {
-    match key {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(key)) if !key.is_empty() && key.len() <= keys::MAX_KEY_BYTES => {
-            Ok(Some(key.clone()))
-        }
-        Some(_) => Err(Failure::new(
-            Code::BadRequest,
-            format!(
-                "`key` must be a non-empty string of at most {} bytes",
-                keys::MAX_KEY_BYTES
-            ),
-        )),
+/// The request's `id` for a reply to a payload whose envelope could not be read (null when
+/// there is none or the payload is not JSON). Only `id` is built: the rest is skipped.
+fn request_id(payload: &[u8]) -> Value {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        #[serde(default)]
+        id: Value,
     }
+    serde_json::from_slice::<Id>(payload)
+        .map(|i| i.id)
+        .unwrap_or(Value::Null)
 }
 
 /// A success: `result` is JSON text already (a kept read's, or one just serialised).
@@ -182,12 +223,15 @@ mod tests {
         assert_eq!(incoming.op, "get");
         assert_eq!(incoming.token.as_deref(), Some("t"));
         assert_eq!(incoming.key, Ok(Some("k".to_owned())));
-        assert!(matches!(incoming.request, Ok(Request::Get { .. })));
+        let parsed = incoming.parse(
+            br#"{"id": 7, "op": "get", "to": "counter", "slot": "count", "token": "t", "key": "k"}"#,
+        );
+        assert!(matches!(parsed.request, Ok(Request::Get { .. })));
         // The same read under another id, token or key is kept under the same key.
-        let again = Incoming::decode(br#"{"op":"get","slot":"count","to":"counter","id":"x"}"#)
-            .expect("an object");
-        assert_eq!(incoming.read_key, again.read_key);
-        assert!(incoming.read_key.is_some());
+        let payload = br#"{"op":"get","slot":"count","to":"counter","id":"x"}"#;
+        let again = Incoming::decode(payload).expect("an object").parse(payload);
+        assert_eq!(parsed.read_key, again.read_key);
+        assert!(parsed.read_key.is_some());
     }
 
     #[test]
@@ -196,16 +240,29 @@ mod tests {
             let (id, failure) = Incoming::decode(payload).expect_err("not an object");
             assert_eq!((id, failure.code), (Value::Null, Code::BadRequest));
         }
-        let (id, failure) =
-            Incoming::decode(br#"{"id": 3, "op": "ping", "token": 5}"#).expect_err("bad token");
-        assert_eq!((id, failure.code), (json!(3), Code::BadRequest));
+        for payload in [
+            &br#"{"id": 3, "op": "ping", "token": 5}"#[..],
+            br#"{"id": 3, "op": "ping", "op": "get"}"#,
+            br#"{"id": 3, "op": 1}"#,
+        ] {
+            let (id, failure) = Incoming::decode(payload).expect_err("a bad envelope");
+            assert_eq!((id, failure.code), (json!(3), Code::BadRequest));
+        }
         // An unknown op or a bad field is still an envelope: admission reads it first.
-        let incoming = Incoming::decode(br#"{"op": "fly", "key": ""}"#).expect("an object");
+        let payload = br#"{"op": "fly", "key": ""}"#;
+        let incoming = Incoming::decode(payload).expect("an object");
         assert_eq!(
-            incoming.request.as_ref().map_err(|f| f.code).err(),
+            incoming.parse(payload).request.map_err(|f| f.code).err(),
             Some(Code::UnknownOp)
         );
         assert!(incoming.has_key() && incoming.key.is_err());
+        // What the envelope pass skips but the request cannot hold is refused after admission.
+        let payload = br#"{"id": 7, "op": "get", "x": "\ud800"}"#;
+        let incoming = Incoming::decode(payload).expect("the envelope reads");
+        assert_eq!(
+            incoming.parse(payload).request.map_err(|f| f.code).err(),
+            Some(Code::BadRequest)
+        );
     }
 
     #[test]

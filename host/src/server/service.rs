@@ -268,11 +268,12 @@ impl Service {
             }
             Ok(_) => {}
         }
-        let (request, key) = match (incoming.request, incoming.key) {
+        let parsed = incoming.parse(payload);
+        let (request, key) = match (parsed.request, incoming.key) {
             (Err(failure), _) | (_, Err(failure)) => return reply.fail(&failure),
             (Ok(request), Ok(key)) => (request, key),
         };
-        if let Some(read_key) = &incoming.read_key {
+        if let Some(read_key) = &parsed.read_key {
             let kept = match self.shared.reads.lock() {
                 Ok(mut reads) => reads.answer(read_key),
                 Err(_) => None,
@@ -309,7 +310,7 @@ impl Service {
         let job = Job {
             request,
             key,
-            read_key: incoming.read_key,
+            read_key: parsed.read_key,
             actor: format!("client:{}", hex::encode(client)),
             reply,
         };

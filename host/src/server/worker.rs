@@ -41,23 +41,6 @@ impl Worker {
                 ));
                 continue;
             }
-            if let Some(installs) = &self.installs
-                && matches!(job.request, Request::Install { .. })
-            {
-                match installs.try_send(job) {
-                    Ok(()) => {}
-                    Err(mpsc::TrySendError::Full(job)) => job.reply.fail(&Failure::new(
-                        Code::Busy,
-                        format!(
-                            "{INSTALL_QUEUE} installs are already waiting for the compiler: retry later"
-                        ),
-                    )),
-                    Err(mpsc::TrySendError::Disconnected(job)) => job
-                        .reply
-                        .fail(&Failure::new(Code::ShuttingDown, "the host is shutting down")),
-                }
-                continue;
-            }
             self.answer(job);
             // After the reply is on its way: `ping` reports the newest transaction.
             if let Ok(tx) = self.image.newest_tx() {
@@ -66,10 +49,31 @@ impl Worker {
         }
     }
 
-    /// One request: a retry's recorded reply, or execute it (a panic rolls it back), record the
+    /// One request: a retry's recorded reply, an install for the compile queue, or execute it (a panic rolls it back), record the
     /// reply of a keyed request that committed, offer a read's result to the read cache, and
     /// answer.
     fn answer(&mut self, job: Job) {
+        // A retry of a request already applied is answered here, an install too.
+        let Some(job) = self.replayed(job) else {
+            return;
+        };
+        if let Some(installs) = &self.installs
+            && matches!(job.request, Request::Install { .. })
+        {
+            return match installs.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(job)) => job.reply.fail(&Failure::new(
+                    Code::Busy,
+                    format!(
+                        "{INSTALL_QUEUE} installs are already waiting for the compiler: retry later"
+                    ),
+                )),
+                Err(mpsc::TrySendError::Disconnected(job)) => job.reply.fail(&Failure::new(
+                    Code::ShuttingDown,
+                    "the host is shutting down",
+                )),
+            };
+        }
         let Job {
             request,
             key,
@@ -77,28 +81,6 @@ impl Worker {
             actor,
             reply,
         } = job;
-        if let Some(key) = &key {
-            match self.image.recorded(key) {
-                // Applied before: the reply it got, again; nothing runs twice.
-                Ok(Some(Recorded {
-                    reply: Some(recorded),
-                    ..
-                })) => {
-                    let body = envelope::replayed(reply.id(), &recorded);
-                    return reply.send(body);
-                }
-                Ok(Some(Recorded { tx, reply: None })) => {
-                    return reply.fail(&Failure::new(
-                        Code::Busy,
-                        format!(
-                            "the request with this key was applied in tx {tx} and is being answered: retry to get its reply"
-                        ),
-                    ));
-                }
-                Ok(None) => {}
-                Err(e) => return reply.fail(&Failure::from(e)),
-            }
-        }
         let before = self.image.commit_count();
         self.image.expect_key(key);
         let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -147,6 +129,32 @@ impl Worker {
             }
             Err(failure) => reply.fail(&failure),
         }
+    }
+
+    /// The job back, unless its retry key was applied before: then it is answered with the
+    /// reply it got (nothing runs twice), or `busy` while that reply is being recorded.
+    fn replayed(&mut self, job: Job) -> Option<Job> {
+        let Some(key) = &job.key else {
+            return Some(job);
+        };
+        match self.image.recorded(key) {
+            Ok(Some(Recorded {
+                reply: Some(recorded),
+                ..
+            })) => {
+                let body = envelope::replayed(job.reply.id(), &recorded);
+                job.reply.send(body);
+            }
+            Ok(Some(Recorded { tx, reply: None })) => job.reply.fail(&Failure::new(
+                Code::Busy,
+                format!(
+                    "the request with this key was applied in tx {tx} and is being answered: retry to get its reply"
+                ),
+            )),
+            Ok(None) => return Some(job),
+            Err(e) => job.reply.fail(&Failure::from(e)),
+        }
+        None
     }
 
     /// A message for a cycle: queued for the cognition thread, which answers it when its cycle

@@ -26,8 +26,13 @@ use crate::protocol::{Code, Failure};
 /// The replies one client may leave unread here, in bytes, before later ones are dropped.
 pub const CLIENT_BACKLOG_BYTES: usize = 64 << 20;
 
-/// All clients' unread replies together, at most.
+/// All clients' unread replies together, at most, past each client's first
+/// [`CLIENT_RESERVE_BYTES`] (so clients that never read cannot take the room a client that
+/// merely pipelines needs).
 pub const TOTAL_BACKLOG_BYTES: usize = 256 << 20;
+
+/// What every client may leave unread whatever the others hold.
+pub const CLIENT_RESERVE_BYTES: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -200,12 +205,13 @@ impl ZeroMq {
         }
         let requests_ready = items[0].is_readable();
         while self.doorbell.recv_bytes(zmq::DONTWAIT).is_ok() {}
-        self.send_ready();
+        self.backlog.flush(&self.router);
+        self.send_posted();
         if requests_ready {
             while let Ok(frames) = self.router.recv_multipart(zmq::DONTWAIT) {
                 self.take(service, frames);
                 // Replies answered at once (pings, kept reads, refusals) go out as they come.
-                self.send_ready();
+                self.send_posted();
             }
         }
         Ok(())
@@ -239,9 +245,8 @@ impl ZeroMq {
         );
     }
 
-    /// Sends the replies handed back since the last turn, and what the backlog can send now.
-    fn send_ready(&mut self) {
-        self.backlog.flush(&self.router);
+    /// Sends the replies posted since the last look (after what their clients have waiting).
+    fn send_posted(&mut self) {
         while let Ok(frames) = self.replies.try_recv() {
             self.backlog.deliver(&self.router, frames);
         }
@@ -258,7 +263,8 @@ impl ZeroMq {
         while !done() {
             self.turn(service)?;
         }
-        self.send_ready();
+        self.backlog.flush(&self.router);
+        self.send_posted();
         let since = Instant::now();
         while !self.backlog.is_empty() && since.elapsed() < linger {
             self.turn(service)?;
@@ -270,6 +276,16 @@ impl ZeroMq {
             );
         }
         Ok(())
+    }
+}
+
+impl ZeroMq {
+    /// Closes the socket, giving libzmq up to `linger` to hand over the replies it still holds.
+    pub fn close(self, linger: Duration) {
+        let millis = i32::try_from(linger.as_millis()).unwrap_or(i32::MAX);
+        if let Err(e) = self.router.set_linger(millis) {
+            tracing::warn!("ZeroMQ: ZMQ_LINGER at close: {e}");
+        }
     }
 }
 
@@ -336,7 +352,10 @@ impl Backlog {
         }
         let size: usize = frames.iter().map(Vec::len).sum();
         let (waiting, bytes) = self.clients.entry(identity.clone()).or_default();
-        if *bytes + size > CLIENT_BACKLOG_BYTES || self.total + size > TOTAL_BACKLOG_BYTES {
+        let within_reserve = *bytes + size <= CLIENT_RESERVE_BYTES;
+        if *bytes + size > CLIENT_BACKLOG_BYTES
+            || (!within_reserve && self.total + size > TOTAL_BACKLOG_BYTES)
+        {
             tracing::warn!(
                 "reply to client {} dropped: it has {} bytes of replies unread",
                 hex::encode(&identity),

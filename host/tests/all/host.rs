@@ -438,25 +438,19 @@ fn a_client_without_the_token_is_refused_and_changes_nothing() {
     let stranger = host.stranger();
     // ping needs no token: anyone may find out a host is there.
     assert_eq!(ask(&stranger, json!({"op": "ping"}))["ok"], json!(true));
-    // However it is spelt, a ping is answered by the socket thread itself. Each payload is
-    // parsed once, so admission and the request can never read it differently: one that is not
-    // JSON (a lone surrogate) is `bad-request` as a whole, whatever its op says.
-    for (payload, answer) in [
-        (
-            br#"{"id": 7, "op": "p\u0069ng"}"#.as_slice(),
-            (json!(7), json!(true)),
-        ),
-        (
-            br#"{"id": 7, "op": "ping", "x": "\ud800"}"#.as_slice(),
-            (Value::Null, json!(false)),
-        ),
+    // However it is spelt, a ping is answered by the socket thread itself, from the envelope alone
+    // (a lone surrogate in a field the envelope skips does not matter to a ping; to any other op
+    // it is `bad-request`, after admission).
+    for payload in [
+        br#"{"id": 7, "op": "p\u0069ng"}"#.as_slice(),
+        br#"{"id": 7, "op": "ping", "x": "\ud800"}"#.as_slice(),
     ] {
         stranger.send(payload, 0).expect("send");
         let reply: Value =
             serde_json::from_slice(&stranger.recv_bytes(0).expect("reply")).expect("json");
         assert_eq!(
             (reply["id"].clone(), reply["ok"].clone()),
-            answer,
+            (json!(7), json!(true)),
             "{reply}"
         );
     }

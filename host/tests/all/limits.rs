@@ -235,6 +235,7 @@ proptest! {
         let tokens = batos::access::Tokens::ensure(&scratch.image_path()).expect("tokens");
         if let Ok(incoming) = batos::protocol::envelope::Incoming::decode(&bytes) {
             let _ = batos::access::admit(&tokens, &incoming);
+            let _ = incoming.parse(&bytes);
         }
         if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
             let _ = batos::protocol::Request::decode(&value);
