@@ -518,7 +518,8 @@ pub fn trap_repair(
     if !config.synthesis {
         return Ok(None);
     }
-    let crate::object::Outcome::Method { holder, method } = image.send(receiver, selector)? else {
+    let crate::object::Outcome::Method { holder, method } = image.dispatch(receiver, selector)?
+    else {
         return Ok(None);
     };
     let record = image.method_record(method)?;

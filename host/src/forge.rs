@@ -283,6 +283,10 @@ impl Forge {
             }
             fs::write(&path, text).map_err(io(&path))?;
         }
+        let spinner = crate::progress::Spinner::start(
+            "building the guest SDK for wasm32-wasip2 (once per toolchain)",
+            crate::progress::Plain::Log,
+        );
         let output = Command::new("cargo")
             .args([
                 "build",
@@ -297,7 +301,19 @@ impl Forge {
             .env_remove("CARGO_BUILD_TARGET")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| ForgeError::Toolchain(format!("cannot run cargo: {e}")))?;
+            .map_err(|e| ForgeError::Toolchain(format!("cannot run cargo: {e}")));
+        let output = match output {
+            Ok(output) => output,
+            Err(e) => {
+                spinner.finish("failed");
+                return Err(e);
+            }
+        };
+        spinner.finish(if output.status.success() {
+            "done"
+        } else {
+            "failed"
+        });
         if !output.status.success() {
             return Err(ForgeError::Sdk(
                 String::from_utf8_lossy(&output.stderr).into_owned(),

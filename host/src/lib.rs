@@ -35,6 +35,7 @@ pub use batos_image as image;
 pub mod method;
 pub use batos_image::object;
 pub use batos_mind as mind;
+pub mod progress;
 pub mod protocol;
 pub mod sandbox;
 pub mod server;

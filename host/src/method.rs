@@ -494,7 +494,7 @@ impl Methods {
         args: Vec<Value>,
         actor: &str,
     ) -> Result<Sent, MethodError> {
-        match image.send(receiver, selector)? {
+        match image.dispatch(receiver, selector)? {
             Outcome::Answer(value) => Ok(Sent::Value(value)),
             Outcome::DoesNotUnderstand { receiver, selector } => {
                 Ok(Sent::DoesNotUnderstand { receiver, selector })

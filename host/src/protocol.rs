@@ -271,7 +271,7 @@ impl Request {
             | Request::Install { .. }
             | Request::Revert { .. } => true,
             Request::Parents { parents, .. } => parents.is_some(),
-            // A send may run a method that writes (methods come with the next issue).
+            // A send may run a method that writes.
             Request::Send { .. } => true,
             Request::Ping
             | Request::Get { .. }

@@ -214,24 +214,17 @@ fn open_or_create(options: &ServeOptions, methods: &Methods) -> Result<Image, Se
     if options.image.exists() {
         return Ok(Image::open(&options.image, options.durability)?);
     }
-    if options.mind == MindSpec::Image {
-        tracing::info!("importing the default mind");
-    }
-    let mut shown = 0;
+    let mut bar =
+        crate::progress::Bytes::new("importing the default mind", crate::progress::Plain::Log);
     let (image, _) = crate::genesis::create_image(
         &options.image,
         options.durability,
         methods,
         &options.mind,
         "genesis",
-        &mut |done, total| {
-            let tenth = (done * 10).checked_div(total).unwrap_or(10);
-            if tenth > shown {
-                shown = tenth;
-                tracing::info!("importing the default mind: {}%", tenth * 10);
-            }
-        },
+        &mut |done, total| bar.show(done, total),
     )?;
+    bar.finish();
     tracing::info!("created {} from genesis", options.image.display());
     Ok(image)
 }

@@ -636,10 +636,10 @@ impl Image {
         Ok(object::lookup(&self.graph()?, receiver, selector)?)
     }
 
-    /// Looks `selector` up for `receiver`: a value slot answers its value, a method slot says which
-    /// method to run (the caller runs it, with the arguments); no slot anywhere on the
-    /// delegation path is [`Outcome::DoesNotUnderstand`].
-    pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+    /// Dispatches a message (only looks it up: nothing runs here): a value slot answers its value,
+    /// a method slot says which method to run (the caller runs it, with the arguments); no slot
+    /// anywhere on the delegation path is [`Outcome::DoesNotUnderstand`].
+    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
         // A slot found means the receiver exists; only a miss needs asking whether it does.
         let found = self.lookup(receiver, selector)?;
         if found.is_none() {
@@ -1024,7 +1024,7 @@ impl Tx {
         Ok(object::lookup(&graph, receiver, selector)?)
     }
 
-    pub fn send(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
         // A slot found means the receiver exists; only a miss needs asking whether it does.
         let found = self.lookup(receiver, selector)?;
         if found.is_none() {

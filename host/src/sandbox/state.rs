@@ -271,7 +271,7 @@ impl host::Host for MethodState {
         if self.tx.resolve(&receiver.into()).is_err() {
             return Ok(Err(format!("send `{selector}`: no object {receiver}")));
         }
-        match self.tx.send(receiver, &selector).map_err(abort)? {
+        match self.tx.dispatch(receiver, &selector).map_err(abort)? {
             Outcome::Answer(v) => Ok(Ok(v.to_string())),
             Outcome::DoesNotUnderstand { receiver, selector } => Ok(Err(format!(
                 "object {receiver} does not understand `{selector}`"

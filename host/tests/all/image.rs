@@ -73,11 +73,11 @@ fn send_answers_values_and_distinguishes_does_not_understand() {
     let proto = create(&mut image, &[], Some("proto"), json!({"greeting": "hi"}));
     let clone = create(&mut image, &[proto], None, json!({}));
     assert_eq!(
-        image.send(clone, "greeting").ok(),
+        image.dispatch(clone, "greeting").ok(),
         Some(Outcome::Answer(json!("hi")))
     );
     assert_eq!(
-        image.send(clone, "missing").ok(),
+        image.dispatch(clone, "missing").ok(),
         Some(Outcome::DoesNotUnderstand {
             receiver: clone,
             selector: "missing".into()
