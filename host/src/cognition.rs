@@ -15,7 +15,7 @@
 //! transaction, which commits only if that first call succeeds.
 
 pub mod brief;
-pub mod examples;
+pub use batos_methods::examples;
 pub mod fixes;
 pub mod hints;
 pub mod memory;

@@ -27,15 +27,12 @@
 pub mod access;
 pub mod cli;
 pub mod cognition;
-pub mod contract;
-pub mod forge;
+pub use batos_methods::{contract, forge, guardian, sandbox};
 pub mod genesis;
-pub mod guardian;
 pub use batos_image as image;
-pub mod method;
 pub use batos_image::object;
+pub use batos_methods as method;
 pub use batos_mind as mind;
 pub mod progress;
 pub mod protocol;
-pub mod sandbox;
 pub mod server;

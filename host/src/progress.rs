@@ -132,3 +132,32 @@ fn line(plain: Plain, text: &str) {
         Plain::Log => tracing::info!("{text}"),
     }
 }
+
+/// A spinner over the guest SDK's one-time build, for the forge to drive.
+pub fn sdk_build_spinner(plain: Plain) -> batos_methods::forge::SdkHook {
+    use batos_methods::forge::SdkBuild;
+    let running = std::sync::Mutex::new(None::<Spinner>);
+    batos_methods::forge::SdkHook(std::sync::Arc::new(move |step| {
+        let mut running = match running.lock() {
+            Ok(running) => running,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match step {
+            SdkBuild::Started => {
+                *running = Some(Spinner::start(
+                    "building the guest SDK for wasm32-wasip2 (once per toolchain)",
+                    plain,
+                ));
+            }
+            SdkBuild::Done | SdkBuild::Failed => {
+                if let Some(spinner) = running.take() {
+                    spinner.finish(if step == SdkBuild::Done {
+                        "done"
+                    } else {
+                        "failed"
+                    });
+                }
+            }
+        }
+    }))
+}

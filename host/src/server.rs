@@ -95,7 +95,12 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
             crate::forge::default_cache_dir(),
             crate::sandbox::Limits::default(),
         )
-        .with_forge_limits(options.forge.clone()),
+        .with_forge_limits(crate::forge::ForgeLimits {
+            on_sdk_build: Some(crate::progress::sdk_build_spinner(
+                crate::progress::Plain::Log,
+            )),
+            ..options.forge.clone()
+        }),
     );
     // The forge (and the one-time SDK build) at start: an operator reads here whether compiles
     // are jailed, refused, or unjailed by their choice, before any client asks for one.

@@ -203,6 +203,22 @@ pub enum ImageError {
     Sqlite(#[from] rusqlite::Error),
 }
 
+impl ImageError {
+    /// Whether this is the host's own failure (a damaged or newer image, I/O, SQLite) rather than
+    /// a request's or a method's misuse of the image.
+    pub fn is_host_fault(&self) -> bool {
+        matches!(
+            self,
+            ImageError::NewerSchema { .. }
+                | ImageError::OlderSchema { .. }
+                | ImageError::Corrupt(_)
+                | ImageError::InTransaction
+                | ImageError::Io { .. }
+                | ImageError::Sqlite(_)
+        )
+    }
+}
+
 /// Lookup errors carry the graph's error type; the image's graph only fails with SQL errors,
 /// which are lifted into [`ImageError`] before the walk sees them.
 impl From<LookupError<ImageError>> for ImageError {

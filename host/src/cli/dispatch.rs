@@ -445,7 +445,14 @@ pub(super) fn diff_versions(
 
 /// The method machinery, with the cache in its default place (`$BATOS_CACHE` overrides).
 pub(super) fn methods() -> Methods {
-    Methods::new(crate::forge::default_cache_dir(), Limits::default())
+    Methods::new(crate::forge::default_cache_dir(), Limits::default()).with_forge_limits(
+        crate::forge::ForgeLimits {
+            on_sdk_build: Some(crate::progress::sdk_build_spinner(
+                crate::progress::Plain::Stderr,
+            )),
+            ..crate::forge::ForgeLimits::default()
+        },
+    )
 }
 
 /// `counter.increment` → (`counter`, `increment`); ids work too: `3.increment`.

@@ -277,21 +277,21 @@ pub fn extract_source(completion: &str) -> Option<(String, Vec<String>)> {
     }
 }
 
-/// Diagnostics cut to what a small model can take in.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
-}
+pub use batos_methods::examples::clip;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The brief names the contract the methods crate holds (`batos_methods::contract`).
+    #[test]
+    fn the_minds_brief_names_this_contract() {
+        let id = crate::contract::id();
+        assert!(
+            CONTRACT.contains(&format!("`{id}`")),
+            "the brief names another contract than {id}"
+        );
+    }
 
     #[test]
     fn the_source_comes_out_of_fenced_unterminated_and_bare_completions() {

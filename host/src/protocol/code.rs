@@ -102,6 +102,9 @@ pub trait Coded {
 }
 
 use batos_image::ImageError;
+use batos_methods::MethodError;
+use batos_methods::forge::ForgeError;
+use batos_methods::sandbox::SandboxError;
 use batos_mind::MindError;
 
 impl Coded for ImageError {
@@ -142,6 +145,51 @@ impl Coded for MindError {
             MindError::TooLong { .. } | MindError::BadRequest(_) => Code::BadRequest,
             MindError::Image(e) => e.code(),
             _ => Code::MindFailed,
+        }
+    }
+}
+
+impl Coded for MethodError {
+    fn code(&self) -> Code {
+        match self {
+            MethodError::Refused {
+                syntax_only: true, ..
+            } => Code::CompileFailed,
+            MethodError::Refused { .. } => Code::GuardianRejected,
+            MethodError::Forge(e) => e.code(),
+            MethodError::Sandbox(e) => e.code(),
+            MethodError::Image(e) => e.code(),
+            MethodError::BadSelector { .. } => Code::BadRequest,
+            MethodError::NoSuchVersion { .. } => Code::NoSuchMethod,
+        }
+    }
+}
+
+impl Coded for ForgeError {
+    fn code(&self) -> Code {
+        match self {
+            ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => Code::CompileFailed,
+            ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => Code::TooLarge,
+            ForgeError::NoJail(_) => Code::CompileRefused,
+            ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => Code::Internal,
+        }
+    }
+}
+
+impl Coded for SandboxError {
+    fn code(&self) -> Code {
+        match self {
+            SandboxError::MethodError { .. } => Code::MethodError,
+            SandboxError::Trap { .. }
+            | SandboxError::BadAnswer(_)
+            | SandboxError::Instantiate(_) => Code::MethodTrap,
+            SandboxError::OutOfFuel { .. } => Code::OutOfFuel,
+            SandboxError::OutOfMemory { .. } => Code::OutOfMemory,
+            SandboxError::Timeout { .. } => Code::Timeout,
+            SandboxError::TooDeep { .. } => Code::SendTooDeep,
+            SandboxError::CovenantViolation { .. } => Code::CovenantViolation,
+            SandboxError::Refused(_) => Code::GuardianRejected,
+            SandboxError::Image(e) => e.code(),
         }
     }
 }

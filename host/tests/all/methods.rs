@@ -2,6 +2,7 @@
 //! The hostile corpus lives in `tests/methods/` at the repository root; each file's first line
 //! says the error it must get.
 
+use batos::protocol::Coded;
 use std::path::PathBuf;
 
 use batos::forge::default_cache_dir;
@@ -193,7 +194,8 @@ fn self_is_the_receiver_and_versions_can_be_reverted() {
     assert_eq!(image.get(mine, "count").ok(), Some(json!(3)));
 
     // Version 2 adds ten; the clone picks it up through delegation.
-    let by_ten = include_str!("../../../methods/counter_increment.rs").replace("+ 1", "+ 10");
+    let by_ten =
+        include_str!("../../../methods/genesis/counter_increment.rs").replace("+ 1", "+ 10");
     let installed = methods
         .install(
             &mut image,

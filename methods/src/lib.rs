@@ -5,9 +5,22 @@
 //! the component, its source and the guardian's report are stored as a new version and the slot
 //! points at it, in one transaction. Sending a message that finds a method slot runs it in the
 //! sandbox, in a transaction of its own, where the run-time gate holds it to the covenant.
+//!
+//! - [`contract`]: the WIT contract in one place (text, package, version, granted WASI).
+//! - [`guardian`]: the gates (the source gate, the component gate; the Data Guardian is the
+//!   image's).
+//! - [`forge`]: rustc, jailed, to a component; the guest SDK built once per toolchain.
+//! - [`sandbox`]: wasmtime, one fresh store per call, fuel, memory, deadline, the covenant.
+//! - [`examples`]: what a method must answer for given arguments, checked in trials.
 
-use crate::protocol::Code;
-use crate::protocol::Coded;
+#![forbid(unsafe_code)]
+
+pub mod contract;
+pub mod examples;
+pub mod forge;
+pub mod guardian;
+pub mod sandbox;
+
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -15,12 +28,12 @@ use std::time::Instant;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::cognition::examples::{self, Example, Expect};
+use crate::examples::{Example, Expect};
 use crate::forge::{Forge, ForgeError, ForgeLimits};
 use crate::guardian::{component as component_gate, source as source_gate};
-use crate::image::{Image, ImageError, NewMethod, Origin};
-use crate::object::{MethodId, Oid, Outcome, Slot, TxId};
 use crate::sandbox::{Call, CallReport, Limits, Sandbox, SandboxError};
+use batos_image::object::{MethodId, Oid, Outcome, Slot, TxId};
+use batos_image::{Image, ImageError, NewMethod, Origin};
 
 /// How a trial's transaction ends: never committed.
 enum TrialEnd {
@@ -53,17 +66,17 @@ pub const GENESIS: &[(&str, &str, &str)] = &[
     (
         "counter",
         "increment",
-        include_str!("../../methods/counter_increment.rs"),
+        include_str!("../genesis/counter_increment.rs"),
     ),
     (
         "object",
         "describe",
-        include_str!("../../methods/object_describe.rs"),
+        include_str!("../genesis/object_describe.rs"),
     ),
     (
         "lobby",
         "ping_counter",
-        include_str!("../../methods/lobby_ping_counter.rs"),
+        include_str!("../genesis/lobby_ping_counter.rs"),
     ),
 ];
 
@@ -94,22 +107,6 @@ pub enum MethodError {
         selector: String,
         version: i64,
     },
-}
-
-impl MethodError {
-    pub fn code(&self) -> Code {
-        match self {
-            MethodError::Refused {
-                syntax_only: true, ..
-            } => Code::CompileFailed,
-            MethodError::Refused { .. } => Code::GuardianRejected,
-            MethodError::Forge(e) => e.code(),
-            MethodError::Sandbox(e) => e.code(),
-            MethodError::Image(e) => e.code(),
-            MethodError::BadSelector { .. } => Code::BadRequest,
-            MethodError::NoSuchVersion { .. } => Code::NoSuchMethod,
-        }
-    }
 }
 
 /// The most refusals one error lists: a source may repeat a refused line thousands of times.
@@ -415,7 +412,7 @@ impl Methods {
                 // The image failing is the host's fault; a method's misuse of it (delegation
                 // too deep, a value too large) is that example's failure.
                 let outcome = match sandbox.invoke(tx, call) {
-                    Err(SandboxError::Image(e)) if e.code() == Code::Internal => {
+                    Err(SandboxError::Image(e)) if e.is_host_fault() => {
                         return Err(TrialEnd::Error(MethodError::Image(e)));
                     }
                     outcome => outcome,
@@ -458,7 +455,7 @@ impl Methods {
                 if !wrong.is_empty() {
                     // What a method answered may be large: the writer and the transcript get
                     // enough to see what was wrong.
-                    failures.push(crate::cognition::brief::clip(
+                    failures.push(crate::examples::clip(
                         &format!(
                             "example {} (args {}): {}",
                             i + 1,
@@ -546,16 +543,16 @@ impl Methods {
         }
         let contract = contract();
         let (ids, tx) = image.transact(
-            crate::image::GENESIS_ACTOR,
+            batos_image::GENESIS_ACTOR,
             "genesis: counter and the genesis methods",
             |tx| {
-                let object = tx.resolve(&crate::object::ObjRef::Name("object".into()))?;
+                let object = tx.resolve(&batos_image::object::ObjRef::Name("object".into()))?;
                 let mut slots = serde_json::Map::new();
                 slots.insert("count".into(), json!(0));
                 tx.create_object(&[object], Some("counter"), slots)?;
                 let mut ids = Vec::new();
                 for (name, selector, method) in &built {
-                    let oid = tx.resolve(&crate::object::ObjRef::Name((*name).into()))?;
+                    let oid = tx.resolve(&batos_image::object::ObjRef::Name((*name).into()))?;
                     let (id, _) = tx.install_method(
                         oid,
                         selector,

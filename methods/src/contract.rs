@@ -61,15 +61,6 @@ mod tests {
     }
 
     #[test]
-    fn the_minds_brief_names_this_contract() {
-        assert!(
-            crate::cognition::brief::CONTRACT.contains(&format!("`{}`", id())),
-            "the brief names another contract than {}",
-            id()
-        );
-    }
-
-    #[test]
     fn no_granted_wasi_interface_reaches_files_or_the_network() {
         for name in GRANTED_WASI {
             assert!(

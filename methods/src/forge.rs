@@ -9,7 +9,6 @@
 
 pub mod jail;
 
-use crate::protocol::Code;
 use std::fs::{self, File};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -73,6 +72,27 @@ pub struct ForgeLimits {
     pub concurrent: usize,
     /// Compile with the host's own access when no jail can be made (`--unjailed-compiles`).
     pub allow_unjailed: bool,
+    /// Told of the guest SDK's one-time build (the host shows progress); without one, the
+    /// build's start and end are logged.
+    pub on_sdk_build: Option<SdkHook>,
+}
+
+/// A step of the guest SDK's one-time build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SdkBuild {
+    Started,
+    Done,
+    Failed,
+}
+
+/// Whoever shows the SDK build's progress.
+#[derive(Clone)]
+pub struct SdkHook(pub std::sync::Arc<dyn Fn(SdkBuild) + Send + Sync>);
+
+impl std::fmt::Debug for SdkHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SdkHook")
+    }
 }
 
 impl Default for ForgeLimits {
@@ -86,6 +106,7 @@ impl Default for ForgeLimits {
             file_bytes: 64 << 20,
             concurrent: default_concurrent_compiles(),
             allow_unjailed: std::env::var_os("BATOS_UNJAILED_COMPILES").is_some_and(|v| v == "1"),
+            on_sdk_build: None,
         }
     }
 }
@@ -123,17 +144,6 @@ pub enum ForgeError {
         path: PathBuf,
         source: std::io::Error,
     },
-}
-
-impl ForgeError {
-    pub fn code(&self) -> Code {
-        match self {
-            ForgeError::CompileFailed { .. } | ForgeError::Timeout(_) => Code::CompileFailed,
-            ForgeError::SourceTooLarge { .. } | ForgeError::OutputTooLarge { .. } => Code::TooLarge,
-            ForgeError::NoJail(_) => Code::CompileRefused,
-            ForgeError::Toolchain(_) | ForgeError::Sdk(_) | ForgeError::Io { .. } => Code::Internal,
-        }
-    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ForgeError + '_ {
@@ -262,6 +272,13 @@ impl Forge {
         Ok(forge)
     }
 
+    fn sdk_step(&self, step: SdkBuild) {
+        match &self.limits.on_sdk_build {
+            Some(hook) => (hook.0)(step),
+            None => tracing::info!("the guest SDK's one-time build: {step:?}"),
+        }
+    }
+
     fn build_sdk(&self, root: &Path) -> Result<(), ForgeError> {
         let done = root.join("built");
         if done.exists() {
@@ -283,10 +300,7 @@ impl Forge {
             }
             fs::write(&path, text).map_err(io(&path))?;
         }
-        let spinner = crate::progress::Spinner::start(
-            "building the guest SDK for wasm32-wasip2 (once per toolchain)",
-            crate::progress::Plain::Log,
-        );
+        self.sdk_step(SdkBuild::Started);
         let output = Command::new("cargo")
             .args([
                 "build",
@@ -305,14 +319,14 @@ impl Forge {
         let output = match output {
             Ok(output) => output,
             Err(e) => {
-                spinner.finish("failed");
+                self.sdk_step(SdkBuild::Failed);
                 return Err(e);
             }
         };
-        spinner.finish(if output.status.success() {
-            "done"
+        self.sdk_step(if output.status.success() {
+            SdkBuild::Done
         } else {
-            "failed"
+            SdkBuild::Failed
         });
         if !output.status.success() {
             return Err(ForgeError::Sdk(

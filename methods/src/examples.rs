@@ -236,6 +236,18 @@ fn first_json(text: &str) -> Result<(Value, usize), String> {
     }
 }
 
+/// Diagnostics cut to what a small model can take in.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n… ({} more bytes)", &text[..end], text.len() - end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

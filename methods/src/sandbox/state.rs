@@ -16,8 +16,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{host, persistence};
 use super::{Call, Sandbox, SandboxError};
-use crate::image::Tx;
-use crate::object::{Oid, Outcome, Slot};
+use batos_image::Tx;
+use batos_image::object::{Oid, Outcome, Slot};
 
 /// Why the host aborted a call from inside a host function (carried through the trap).
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +27,7 @@ pub enum HostAbort {
     #[error("sends nested deeper than {0}")]
     TooDeep(usize),
     #[error("the image failed under the call: {0}")]
-    Image(#[from] crate::image::ImageError),
+    Image(#[from] batos_image::ImageError),
 }
 
 /// Store state: plain data, one per invocation.
@@ -96,7 +96,7 @@ impl MethodState {
     fn guarded_write(
         &mut self,
         oid: Oid,
-        write: impl FnOnce(&mut Tx) -> Result<(), crate::image::ImageError>,
+        write: impl FnOnce(&mut Tx) -> Result<(), batos_image::ImageError>,
     ) -> WasmResult<Result<(), String>> {
         self.check_deadline()?;
         let savepoint = self.tx.savepoint().map_err(abort)?;
@@ -134,7 +134,7 @@ impl std::fmt::Debug for MethodState {
     }
 }
 
-fn abort(e: crate::image::ImageError) -> wasmtime::Error {
+fn abort(e: batos_image::ImageError) -> wasmtime::Error {
     wasmtime::Error::new(HostAbort::Image(e))
 }
 

@@ -11,8 +11,6 @@
 mod bindings;
 mod state;
 
-use crate::protocol::Code;
-use crate::protocol::Coded;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,8 +21,8 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
 use crate::guardian::component::{self as component_gate, Shape};
-use crate::image::{ImageError, Tx};
-use crate::object::{MethodId, Oid};
+use batos_image::object::{MethodId, Oid};
+use batos_image::{ImageError, Tx};
 use bindings::{Method, MethodPre};
 pub use state::{HostAbort, MethodState};
 
@@ -129,24 +127,6 @@ fn tail(stderr: &str) -> String {
         .find(|i| text.is_char_boundary(*i))
         .unwrap_or(text.len());
     format!(" (stderr: {})", &text[start..])
-}
-
-impl SandboxError {
-    pub fn code(&self) -> Code {
-        match self {
-            SandboxError::MethodError { .. } => Code::MethodError,
-            SandboxError::Trap { .. }
-            | SandboxError::BadAnswer(_)
-            | SandboxError::Instantiate(_) => Code::MethodTrap,
-            SandboxError::OutOfFuel { .. } => Code::OutOfFuel,
-            SandboxError::OutOfMemory { .. } => Code::OutOfMemory,
-            SandboxError::Timeout { .. } => Code::Timeout,
-            SandboxError::TooDeep { .. } => Code::SendTooDeep,
-            SandboxError::CovenantViolation { .. } => Code::CovenantViolation,
-            SandboxError::Refused(_) => Code::GuardianRejected,
-            SandboxError::Image(e) => e.code(),
-        }
-    }
 }
 
 /// Compiled functions by cranelift's cache key (the function's code, not its place). Methods
