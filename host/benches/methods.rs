@@ -8,7 +8,7 @@ use std::process::Command;
 
 use batos::forge::default_cache_dir;
 use batos::image::{Durability, Image, Origin};
-use batos::method::Methods;
+use batos::method::Runtime;
 use batos::sandbox::Limits;
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -25,7 +25,7 @@ pub fn run(me: Obj, args: Vec<Value>) -> Result<Value, String> {\n    \
 fn calls(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut image = Image::create(&dir.path().join("bench.db"), Durability::Full).expect("image");
-    let methods = Methods::new(default_cache_dir(), Limits::default());
+    let methods = Runtime::new(default_cache_dir(), Limits::default());
     let (target, _) = image
         .transact("bench", "target", |tx| {
             let mut slots = serde_json::Map::new();
@@ -102,7 +102,7 @@ fn cargo_build(project: &Path, source: &str) {
 }
 
 fn compile(c: &mut Criterion) {
-    let methods = Methods::new(default_cache_dir(), Limits::default());
+    let methods = Runtime::new(default_cache_dir(), Limits::default());
     let forge = methods.forge().expect("forge");
     let root = tempfile::tempdir().expect("tempdir");
     let project = cargo_project(root.path());

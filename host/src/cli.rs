@@ -1,5 +1,5 @@
 //! The command line: parses arguments ([`args`]) into protocol [`Request`]s, sends them to a
-//! running host or runs them on the image file itself ([`backend`]), and prints their results
+//! running host or runs them on the image file itself ([`target`]), and prints their results
 //! ([`render`]); `batos mind …` has its own commands ([`mind_commands`]), and [`dispatch`] ties them.
 //!
 //! With no host running, the inspecting commands read the image file read-only (they work while
@@ -7,18 +7,18 @@
 //! `--offline`.
 
 mod args;
-mod backend;
 mod dispatch;
 mod mind_commands;
 mod render;
+mod target;
 
 pub use args::{Cli, Command, Global, LogFormat, MindCommand};
 pub use dispatch::run;
 
-use backend::*;
 use dispatch::*;
 use mind_commands::*;
 use render::*;
+use target::*;
 
 use crate::protocol::Code;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use crate::image::{Durability, Image};
-use crate::method::Methods;
+use crate::method::Runtime;
 use crate::mind::{
     self, Engine, GenerateRequest, ImportOptions, MindError, MindInfo, MindSpec, Quantize, weights,
 };

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::access::{AccessError, Tokens};
 use crate::image::{Durability, Image, ImageError};
-use crate::method::{MethodError, Methods};
+use crate::method::{MethodError, Runtime};
 use crate::mind::{self, MindError, MindInfo, MindSpec};
 use crate::protocol::{Code, Failure};
 
@@ -48,7 +48,7 @@ impl From<GenesisError> for Failure {
 pub fn create_image(
     path: &Path,
     durability: Durability,
-    methods: &Methods,
+    methods: &Runtime,
     mind: &MindSpec,
     actor: &str,
     progress: &mut dyn FnMut(u64, u64),

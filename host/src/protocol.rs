@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::cognition::examples::Example;
 use crate::cognition::{self, CognitionError, Mission};
 use crate::image::{HistoryFilter, Image, ImageError, Origin};
-use crate::method::{MethodError, Methods, Sent};
+use crate::method::{MethodError, Runtime, Sent};
 use crate::mind::{GenerateRequest, MindError, MindInfo};
 use crate::object::{MethodId, ObjRef, Oid, Slot, TxId};
 
@@ -322,7 +322,7 @@ impl Executed {
 /// both come here.
 pub fn execute(
     image: &mut Image,
-    methods: &Methods,
+    methods: &Runtime,
     request: Request,
     actor: &str,
 ) -> Result<Executed, Failure> {
@@ -383,7 +383,7 @@ pub fn execute(
 /// Every request but `send`: a value or a failure.
 fn answer(
     image: &mut Image,
-    methods: &Methods,
+    methods: &Runtime,
     request: Request,
     actor: &str,
 ) -> Result<Value, Failure> {

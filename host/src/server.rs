@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use crate::cognition::{self, CognitionError, Journal};
 use crate::image::{Durability, Image, ImageError};
-use crate::method::{MethodError, Methods};
+use crate::method::{MethodError, Runtime};
 use crate::mind::scripted::ScriptedMind;
 use crate::mind::{self, Completer, MindError, MindSpec};
 
@@ -91,7 +91,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         return Err(ServerError::Exposed(options.bind.clone()));
     }
     let methods = Arc::new(
-        Methods::new(
+        Runtime::new(
             crate::forge::default_cache_dir(),
             crate::sandbox::Limits::default(),
         )
@@ -215,7 +215,7 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
 }
 
 /// The image, opened; or created from genesis (with its mind) when there is none.
-fn open_or_create(options: &ServeOptions, methods: &Methods) -> Result<Image, ServerError> {
+fn open_or_create(options: &ServeOptions, methods: &Runtime) -> Result<Image, ServerError> {
     if options.image.exists() {
         return Ok(Image::open(&options.image, options.durability)?);
     }

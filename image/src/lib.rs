@@ -42,7 +42,7 @@ pub use log::{Change, HistoryFilter, ObjectDiff, Span, Transaction};
 pub use methods::{MethodRecord, NewMethod, Origin};
 
 use crate::guardian::SchemaViolation;
-use crate::object::{Found, LookupError, MethodId, ObjRef, ObjectGraph, Oid, Outcome, Slot, TxId};
+use crate::object::{Dispatch, Found, LookupError, MethodId, ObjRef, ObjectGraph, Oid, Slot, TxId};
 
 /// How hard a commit waits for the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -654,8 +654,8 @@ impl Image {
 
     /// Dispatches a message (only looks it up: nothing runs here): a value slot answers its value,
     /// a method slot says which method to run (the caller runs it, with the arguments); no slot
-    /// anywhere on the delegation path is [`Outcome::DoesNotUnderstand`].
-    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+    /// anywhere on the delegation path is [`Dispatch::DoesNotUnderstand`].
+    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Dispatch, ImageError> {
         // A slot found means the receiver exists; only a miss needs asking whether it does.
         let found = self.lookup(receiver, selector)?;
         if found.is_none() {
@@ -1040,7 +1040,7 @@ impl Tx {
         Ok(object::lookup(&graph, receiver, selector)?)
     }
 
-    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+    pub fn dispatch(&self, receiver: Oid, selector: &str) -> Result<Dispatch, ImageError> {
         // A slot found means the receiver exists; only a miss needs asking whether it does.
         let found = self.lookup(receiver, selector)?;
         if found.is_none() {
@@ -1438,17 +1438,17 @@ impl Db<'_> {
 }
 
 /// What a send answers, given what lookup found.
-fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Outcome, ImageError> {
+fn outcome(found: Option<Found>, receiver: Oid, selector: &str) -> Result<Dispatch, ImageError> {
     Ok(match found {
         Some(Found {
             slot: Slot::Value(v),
             ..
-        }) => Outcome::Answer(v),
+        }) => Dispatch::Answer(v),
         Some(Found {
             holder,
             slot: Slot::Method(method),
-        }) => Outcome::Method { holder, method },
-        None => Outcome::DoesNotUnderstand {
+        }) => Dispatch::Method { holder, method },
+        None => Dispatch::DoesNotUnderstand {
             receiver,
             selector: selector.to_owned(),
         },

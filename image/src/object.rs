@@ -233,10 +233,10 @@ pub fn would_cycle<E>(
     Ok(false)
 }
 
-/// The outcome of sending a message: an answer, or the distinct "nobody has this selector",
-/// which is where cognition plugs in.
+/// Where a message dispatches to: a value slot's answer, a method to run, or the distinct
+/// "nobody has this selector", which is where cognition plugs in.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum Dispatch {
     Answer(Value),
     /// The selector names a method: the caller runs it with `self` = the receiver.
     Method {

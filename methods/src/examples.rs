@@ -1,6 +1,6 @@
 //! Examples: what a synthesized method must answer (or refuse) for given arguments, and which
 //! slots it must leave how. A `send` may carry them; a cycle runs every example against a scratch
-//! clone of the receiver before it installs anything (see `Methods::trial`), and a method that
+//! clone of the receiver before it installs anything (see `Runtime::trial`), and a method that
 //! fails one goes back to the writer with what was expected and what it did.
 
 use serde::{Deserialize, Serialize};

@@ -32,7 +32,7 @@ use crate::examples::{Example, Expect};
 use crate::forge::{Forge, ForgeError, ForgeLimits};
 use crate::guardian::{component as component_gate, source as source_gate};
 use crate::sandbox::{Call, CallReport, Limits, Sandbox, SandboxError};
-use batos_image::object::{MethodId, Oid, Outcome, Slot, TxId};
+use batos_image::object::{Dispatch, MethodId, Oid, Slot, TxId};
 use batos_image::{Image, ImageError, NewMethod, Origin};
 
 /// How a trial's transaction ends: never committed.
@@ -176,10 +176,10 @@ pub enum Sent {
     },
 }
 
-/// The machinery methods need: the sandbox now, the forge (and its one-time SDK build) only
-/// when something is installed.
+/// The methods' runtime: what installs and runs them (the sandbox now, the forge and its
+/// one-time SDK build only when something is installed).
 #[derive(Debug)]
-pub struct Methods {
+pub struct Runtime {
     cache_dir: PathBuf,
     limits: Limits,
     sandbox: OnceLock<Arc<Sandbox>>,
@@ -187,9 +187,9 @@ pub struct Methods {
     forge_limits: ForgeLimits,
 }
 
-impl Methods {
+impl Runtime {
     pub fn new(cache_dir: PathBuf, limits: Limits) -> Self {
-        Methods {
+        Runtime {
             cache_dir,
             limits,
             sandbox: OnceLock::new(),
@@ -492,11 +492,11 @@ impl Methods {
         actor: &str,
     ) -> Result<Sent, MethodError> {
         match image.dispatch(receiver, selector)? {
-            Outcome::Answer(value) => Ok(Sent::Value(value)),
-            Outcome::DoesNotUnderstand { receiver, selector } => {
+            Dispatch::Answer(value) => Ok(Sent::Value(value)),
+            Dispatch::DoesNotUnderstand { receiver, selector } => {
                 Ok(Sent::DoesNotUnderstand { receiver, selector })
             }
-            Outcome::Method { method, .. } => {
+            Dispatch::Method { method, .. } => {
                 let sandbox = Arc::clone(self.sandbox()?);
                 let call = Call::new(method, receiver, args, sandbox.limits());
                 let note = format!("send {receiver}.{selector}");

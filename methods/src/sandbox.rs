@@ -283,7 +283,7 @@ impl Sandbox {
 
     /// Runs one call inside `tx`. A nested call (a method's `send`) runs in a savepoint, so on
     /// any error its writes are undone and its caller goes on. A client's call (depth 0) runs in
-    /// `tx` as it is: on an error its caller must abandon the transaction (`Methods` does, by
+    /// `tx` as it is: on an error its caller must abandon the transaction (`Runtime` does, by
     /// returning the error out of `Image::transact`), which undoes the call's writes with it
     /// and spares every call two statements.
     pub fn invoke(self: &Arc<Self>, tx: &mut Tx, call: Call) -> Result<CallReport, SandboxError> {

@@ -22,7 +22,7 @@ pub enum Event {
     Done(Result<Generation, MindError>),
 }
 
-struct Job {
+struct Queued {
     request: GenerateRequest,
     deadline: Option<Instant>,
     cancel: Arc<AtomicBool>,
@@ -32,7 +32,7 @@ struct Job {
 /// The handle to a running mind: cheap to clone, shared by every worker.
 #[derive(Debug, Clone)]
 pub struct MindHandle {
-    jobs: Sender<Job>,
+    jobs: Sender<Queued>,
     info: Arc<MindInfo>,
     stopping: Arc<AtomicBool>,
 }
@@ -58,7 +58,7 @@ impl MindHandle {
         info: MindInfo,
         load: impl FnOnce() -> Result<Engine, MindError> + Send + 'static,
     ) -> Result<(MindHandle, MindThread), MindError> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Queued>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let stopping = Arc::new(AtomicBool::new(false));
         let stop_flag = stopping.clone();
@@ -108,7 +108,7 @@ impl MindHandle {
     pub fn generate(&self, request: GenerateRequest, deadline: Option<Instant>) -> Pending {
         let (events, receiver) = mpsc::channel();
         let cancel = Arc::new(AtomicBool::new(false));
-        let job = Job {
+        let job = Queued {
             request,
             deadline,
             cancel: cancel.clone(),
@@ -128,7 +128,7 @@ impl MindHandle {
     }
 }
 
-fn serve(engine: &mut Engine, queue: &Receiver<Job>, stopping: &AtomicBool) {
+fn serve(engine: &mut Engine, queue: &Receiver<Queued>, stopping: &AtomicBool) {
     while let Ok(job) = queue.recv() {
         if stopping.load(Ordering::Acquire) {
             let _ = job.events.send(Event::Done(Err(MindError::Stopped)));

@@ -272,7 +272,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
                 selector: Some(selector),
                 version,
             };
-            let result = Backend::open(&global, false)?.execute(request)?;
+            let result = Target::open(&global, false)?.execute(request)?;
             let part = if source {
                 Some("source")
             } else if wit {
@@ -300,7 +300,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
     };
-    let mut backend = Backend::open(&global, request.writes())?;
+    let mut backend = Target::open(&global, request.writes())?;
     let shown = request.clone();
     let result = backend.execute(request)?;
     print(&global, &result, || render(&shown, &result));
@@ -376,7 +376,7 @@ pub(super) fn read_examples(
 }
 
 pub(super) fn replay(global: &Global, until: Option<TxId>, verify: bool) -> Result<(), CliError> {
-    let mut backend = Backend::open(global, false)?;
+    let mut backend = Target::open(global, false)?;
     let result = backend.execute(Request::Replay { until })?;
     print(global, &result, || {
         render(&Request::Replay { until }, &result)
@@ -415,7 +415,7 @@ pub(super) fn diff_versions(
     selector: String,
     pair: &[i64],
 ) -> Result<(), CliError> {
-    let mut backend = Backend::open(global, false)?;
+    let mut backend = Target::open(global, false)?;
     let mut sources = Vec::new();
     for version in pair {
         let request = Request::Method {
@@ -444,8 +444,8 @@ pub(super) fn diff_versions(
 }
 
 /// The method machinery, with the cache in its default place (`$BATOS_CACHE` overrides).
-pub(super) fn methods() -> Methods {
-    Methods::new(crate::forge::default_cache_dir(), Limits::default()).with_forge_limits(
+pub(super) fn methods() -> Runtime {
+    Runtime::new(crate::forge::default_cache_dir(), Limits::default()).with_forge_limits(
         crate::forge::ForgeLimits {
             on_sdk_build: Some(crate::progress::sdk_build_spinner(
                 crate::progress::Plain::Stderr,

@@ -11,7 +11,7 @@ use super::reply::Reply;
 use super::service::Shared;
 use crate::cognition::{self, CognitionError, Journal, Mission, Outcome};
 use crate::image::Image;
-use crate::method::Methods;
+use crate::method::Runtime;
 use crate::mind::Completer;
 use crate::object::Oid;
 use crate::protocol::{Code, Failure};
@@ -90,7 +90,7 @@ impl Cognizer {
 /// answers every message that waited on it.
 pub(super) struct Thinker {
     pub image: Image,
-    pub methods: Arc<Methods>,
+    pub methods: Arc<Runtime>,
     pub mind: Arc<dyn Completer>,
     pub journal: Journal,
     pub shared: Arc<Shared>,

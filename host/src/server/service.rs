@@ -23,7 +23,7 @@ use super::{INSTALL_QUEUE, ServerError};
 use crate::access::Tokens;
 use crate::cognition::Journal;
 use crate::image::{Durability, Image};
-use crate::method::Methods;
+use crate::method::Runtime;
 use crate::mind::{Completer, MindHandle, Pending};
 use crate::protocol::envelope::Incoming;
 use crate::protocol::{self, Code, Failure, Request};
@@ -57,7 +57,7 @@ pub struct Parts<'a> {
     /// The image's first connection; each thread gets a sibling of it.
     pub primary: &'a Image,
     pub durability: Durability,
-    pub methods: Arc<Methods>,
+    pub methods: Arc<Runtime>,
     /// The mind that writes methods, if any.
     pub completer: Option<Arc<dyn Completer>>,
     /// The embedded mind, for `generate`.

@@ -11,13 +11,13 @@ use super::{INSTALL_QUEUE, reply::Reply};
 use crate::cognition::{self, Mission, Outcome};
 use crate::image::Image;
 use crate::image::keys::Recorded;
-use crate::method::Methods;
+use crate::method::Runtime;
 use crate::protocol::envelope;
 use crate::protocol::{self, Code, Executed, Failure, Request};
 
 pub(super) struct Worker {
     pub image: Image,
-    pub methods: Arc<Methods>,
+    pub methods: Arc<Runtime>,
     pub queue: Arc<Mutex<mpsc::Receiver<Job>>>,
     pub shared: Arc<Shared>,
     /// Where messages nobody understands go, when a mind runs.

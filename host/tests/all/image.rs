@@ -1,7 +1,7 @@
 //! The image through its library API: delegation on real rows, schemas, undo, replay, as-of.
 
 use batos::image::{Change, Durability, HistoryFilter, Image, ImageError};
-use batos::object::{ObjRef, Oid, Outcome, Slot, TxId};
+use batos::object::{Dispatch, ObjRef, Oid, Slot, TxId};
 use batos::protocol::Coded;
 use serde_json::{Map, Value, json};
 
@@ -74,11 +74,11 @@ fn send_answers_values_and_distinguishes_does_not_understand() {
     let clone = create(&mut image, &[proto], None, json!({}));
     assert_eq!(
         image.dispatch(clone, "greeting").ok(),
-        Some(Outcome::Answer(json!("hi")))
+        Some(Dispatch::Answer(json!("hi")))
     );
     assert_eq!(
         image.dispatch(clone, "missing").ok(),
-        Some(Outcome::DoesNotUnderstand {
+        Some(Dispatch::DoesNotUnderstand {
             receiver: clone,
             selector: "missing".into()
         })

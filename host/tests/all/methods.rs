@@ -7,19 +7,19 @@ use std::path::PathBuf;
 
 use batos::forge::default_cache_dir;
 use batos::image::{Durability, Image, NewMethod, Origin};
-use batos::method::{Methods, Sent};
+use batos::method::{Runtime, Sent};
 use batos::object::{ObjRef, Oid, Slot};
 use batos::sandbox::Limits;
 use serde_json::{Value, json};
 
 use crate::support::{Scratch, stderr, stdout};
 
-fn methods() -> Methods {
-    Methods::new(default_cache_dir(), Limits::default())
+fn methods() -> Runtime {
+    Runtime::new(default_cache_dir(), Limits::default())
 }
 
 /// A fresh image with the genesis methods (and `counter`), and the machinery to run them.
-fn genesis_image(scratch: &Scratch) -> (Image, Methods) {
+fn genesis_image(scratch: &Scratch) -> (Image, Runtime) {
     let mut image = Image::create(&scratch.image_path(), Durability::Normal).expect("image");
     let methods = methods();
     methods

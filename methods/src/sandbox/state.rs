@@ -17,7 +17,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{host, persistence};
 use super::{Call, Sandbox, SandboxError};
 use batos_image::Tx;
-use batos_image::object::{Oid, Outcome, Slot};
+use batos_image::object::{Dispatch, Oid, Slot};
 
 /// Why the host aborted a call from inside a host function (carried through the trap).
 #[derive(Debug, thiserror::Error)]
@@ -272,11 +272,11 @@ impl host::Host for MethodState {
             return Ok(Err(format!("send `{selector}`: no object {receiver}")));
         }
         match self.tx.dispatch(receiver, &selector).map_err(abort)? {
-            Outcome::Answer(v) => Ok(Ok(v.to_string())),
-            Outcome::DoesNotUnderstand { receiver, selector } => Ok(Err(format!(
+            Dispatch::Answer(v) => Ok(Ok(v.to_string())),
+            Dispatch::DoesNotUnderstand { receiver, selector } => Ok(Err(format!(
                 "object {receiver} does not understand `{selector}`"
             ))),
-            Outcome::Method { method, .. } => {
+            Dispatch::Method { method, .. } => {
                 let call = Call {
                     method,
                     receiver,

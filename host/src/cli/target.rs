@@ -10,15 +10,15 @@ pub(super) const PROBE: Duration = Duration::from_millis(300);
 pub(super) const CURVE_PROBE: Duration = Duration::from_secs(3);
 
 /// Where a command's requests go: a running host, or the image file itself.
-pub(super) enum Backend {
+pub(super) enum Target {
     Host(Client, Duration),
     File(Box<Image>),
 }
 
-impl Backend {
+impl Target {
     /// A host serving this image if one answers at `--endpoint` (unless `--offline`); otherwise
     /// the file: read-only for inspecting, as the writer for `--offline` writes.
-    pub(super) fn open(global: &Global, writes: bool) -> Result<Backend, Failure> {
+    pub(super) fn open(global: &Global, writes: bool) -> Result<Target, Failure> {
         if !global.offline {
             let curve = curve_keys(global)?;
             // A CURVE handshake (and the host's allow-list check) takes longer than a plain
@@ -33,7 +33,7 @@ impl Backend {
                     .clone()
                     .or_else(|| crate::access::read_full_token(&global.image));
                 if same_image(&client.image, &global.image) {
-                    return Ok(Backend::Host(client, Duration::from_secs(global.timeout)));
+                    return Ok(Target::Host(client, Duration::from_secs(global.timeout)));
                 }
                 if writes {
                     return Err(Failure::new(
@@ -57,7 +57,7 @@ impl Backend {
                 ));
             }
         }
-        Ok(Backend::File(Box::new(if writes {
+        Ok(Target::File(Box::new(if writes {
             Image::open(&global.image, global.durability)?
         } else {
             Image::open_read_only(&global.image)?
@@ -66,13 +66,13 @@ impl Backend {
 
     pub(super) fn execute(&mut self, request: Request) -> Result<Value, Failure> {
         match self {
-            Backend::Host(client, timeout) => {
+            Target::Host(client, timeout) => {
                 let value = serde_json::to_value(&request)
                     .map_err(|e| Failure::new(Code::Internal, e.to_string()))?;
                 client.request(value, *timeout)
             }
             // No mind offline: a message nobody understands is answered as it is.
-            Backend::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR)
+            Target::File(image) => protocol::execute(image, &methods(), request, CLI_ACTOR)
                 .and_then(Executed::into_result),
         }
     }
