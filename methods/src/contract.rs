@@ -44,6 +44,55 @@ pub fn interface(name: &str) -> String {
     format!("{PACKAGE}/{name}@{VERSION}")
 }
 
+/// The gates' report on a method, stored with every version (`batos method --report`): what
+/// each gate checked, how long it took, and what the component imports and exports.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    /// The contract it was checked against (`batos:image@0.1.0`).
+    pub contract: String,
+    /// The compiler that built it (`rustc -vV`'s first line).
+    pub rustc: String,
+    pub source_gate: SourceGateReport,
+    pub compile: CompileReport,
+    pub component_gate: ComponentGateReport,
+    /// What the run-time gate holds every call to.
+    pub runtime_gate: String,
+    /// The cycle that wrote it, for a synthesized method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycle: Option<batos_image::object::Oid>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SourceGateReport {
+    pub passed: bool,
+    pub millis: f64,
+    pub checked: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CompileReport {
+    pub millis: f64,
+    pub cached: bool,
+    pub wasm_bytes: usize,
+    pub sha256: String,
+    pub warnings: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ComponentGateReport {
+    pub passed: bool,
+    pub millis: f64,
+    pub imports: Vec<crate::guardian::component::Import>,
+    pub exports: Vec<String>,
+}
+
+/// What the source gate checks, as the report says it.
+pub const SOURCE_GATE_CHECKS: &str = "no unsafe, extern, foreign attributes, module files or disallowed macros; every exit after a slot write is preceded by notify_changed() for that object";
+
+/// What the run-time gate holds every call to, as the report says it.
+pub const RUNTIME_GATE: &str =
+    "every call: each object written must be notified before Ok, else the call is rolled back";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,21 +145,26 @@ pub struct Built {
     pub wasm: Vec<u8>,
     pub sha256: String,
     /// The gates' report; cognition adds the cycle it came from.
-    pub report: Value,
+    pub report: crate::contract::Report,
     pub component: wasmtime::component::Component,
 }
 
 impl Built {
-    /// The row installing it stores.
-    fn record<'a>(&'a self, contract: &'a str, origin: Origin) -> NewMethod<'a> {
+    /// The row installing it stores (`report` is [`Built::report`] as JSON).
+    fn record<'a>(&'a self, contract: &'a str, report: &'a Value, origin: Origin) -> NewMethod<'a> {
         NewMethod {
             source: &self.source,
             wasm: &self.wasm,
             sha256: &self.sha256,
             contract,
-            report: &self.report,
+            report,
             origin,
         }
+    }
+
+    /// The report as it is stored and answered.
+    pub fn report_json(&self) -> Value {
+        serde_json::to_value(&self.report).unwrap_or(Value::Null)
     }
 }
 
@@ -240,30 +245,30 @@ impl Runtime {
             syntax_only: false,
         })?;
         let component_ms = started.elapsed().as_secs_f64() * 1000.0;
-        let report = json!({
-            "contract": contract(),
-            "rustc": forge.rustc_version(),
-            "source_gate": {
-                "passed": true,
-                "millis": source_ms,
-                "checked": "no unsafe, extern, foreign attributes, module files or disallowed macros; \
-                            every exit after a slot write is preceded by notify_changed() for that object",
+        let report = crate::contract::Report {
+            contract: contract(),
+            rustc: forge.rustc_version().to_owned(),
+            source_gate: crate::contract::SourceGateReport {
+                passed: true,
+                millis: source_ms,
+                checked: crate::contract::SOURCE_GATE_CHECKS.to_owned(),
             },
-            "compile": {
-                "millis": compiled.millis,
-                "cached": compiled.cached,
-                "wasm_bytes": compiled.wasm.len(),
-                "sha256": compiled.sha256,
-                "warnings": compiled.warnings,
+            compile: crate::contract::CompileReport {
+                millis: compiled.millis,
+                cached: compiled.cached,
+                wasm_bytes: compiled.wasm.len(),
+                sha256: compiled.sha256.clone(),
+                warnings: compiled.warnings,
             },
-            "component_gate": {
-                "passed": true,
-                "millis": component_ms,
-                "imports": shape.imports,
-                "exports": shape.exports,
+            component_gate: crate::contract::ComponentGateReport {
+                passed: true,
+                millis: component_ms,
+                imports: shape.imports,
+                exports: shape.exports,
             },
-            "runtime_gate": "every call: each object written must be notified before Ok, else the call is rolled back",
-        });
+            runtime_gate: crate::contract::RUNTIME_GATE.to_owned(),
+            cycle: None,
+        };
         Ok(Built {
             source: source.to_owned(),
             wasm: compiled.wasm,
@@ -304,15 +309,16 @@ impl Runtime {
     ) -> Result<Installed, MethodError> {
         check_selector(selector)?;
         let contract = contract();
+        let report = built.report_json();
         let ((method, version), tx) = image.transact(actor, note, |tx| {
-            tx.install_method(target, selector, &built.record(&contract, origin))
+            tx.install_method(target, selector, &built.record(&contract, &report, origin))
         })?;
         self.sandbox()?.remember(method, &built.component)?;
         Ok(Installed {
             method,
             version,
             tx,
-            report: built.report.clone(),
+            report,
         })
     }
 
@@ -335,10 +341,11 @@ impl Runtime {
     ) -> Result<(Installed, CallReport), MethodError> {
         check_selector(selector)?;
         let contract = contract();
+        let stored = built.report_json();
         let sandbox = Arc::clone(self.sandbox()?);
         let (((method, version), report), tx) = image.transact(actor, note, |tx| {
             let (method, version) =
-                tx.install_method(target, selector, &built.record(&contract, origin))?;
+                tx.install_method(target, selector, &built.record(&contract, &stored, origin))?;
             // A rolled-back install frees its id again (SQLite's AUTOINCREMENT counter rolls back
             // with it), so a failed call forgets what it remembered under that id.
             sandbox.remember(method, &built.component)?;
@@ -357,7 +364,7 @@ impl Runtime {
                 method,
                 version,
                 tx,
-                report: built.report.clone(),
+                report: stored,
             },
             report,
         ))
@@ -378,6 +385,7 @@ impl Runtime {
     ) -> Result<Vec<String>, MethodError> {
         check_selector(selector)?;
         let contract = contract();
+        let trial_report = built.report_json();
         let sandbox = Arc::clone(self.sandbox()?);
         let mut trial_methods = Vec::new();
         let ran = image.transact(actor, "trial of a synthesized method (rolled back)", |tx| {
@@ -404,7 +412,7 @@ impl Runtime {
                 let (method, _) = tx.install_method(
                     scratch,
                     selector,
-                    &built.record(&contract, Origin::Synthesized),
+                    &built.record(&contract, &trial_report, Origin::Synthesized),
                 )?;
                 trial_methods.push(method);
                 sandbox.remember(method, &built.component)?;
@@ -556,7 +564,7 @@ impl Runtime {
                     let (id, _) = tx.install_method(
                         oid,
                         selector,
-                        &method.record(&contract, Origin::Genesis),
+                        &method.record(&contract, &method.report_json(), Origin::Genesis),
                     )?;
                     ids.push(id);
                 }

@@ -534,9 +534,7 @@ impl Cycle<'_> {
             "compiled",
             json!({"attempt": attempt, "candidate": n, "millis": started.elapsed().as_secs_f64() * 1000.0, "sha256": built.sha256}),
         )?;
-        if let Value::Object(report) = &mut built.report {
-            report.insert("cycle".into(), json!(cycle));
-        }
+        built.report.cycle = Some(cycle);
         self.enter(
             cycle,
             State::Validating,

@@ -314,6 +314,17 @@ fn the_command_line_installs_inspects_and_sends() {
         installed["report"]["component_gate"]["exports"],
         json!(["invoke"])
     );
+    // The report is the contract's type, as stored and as answered.
+    let report: batos::contract::Report =
+        serde_json::from_value(installed["report"].clone()).expect("a report");
+    assert_eq!(report.contract, batos::contract::id());
+    assert!(report.source_gate.passed && report.component_gate.passed);
+    let out = scratch.batos(&["--json", "method", "lobby.double", "--report"]);
+    let stored: Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let stored: batos::contract::Report =
+        serde_json::from_value(stored.get("report").cloned().unwrap_or(stored))
+            .expect("the stored report");
+    assert_eq!(stored, report);
     let out = scratch.batos(&["send", "lobby", "double", "21"]);
     assert_eq!(stdout(&out), "42");
     let out = scratch.batos(&["send", "lobby", "double", r#""x""#]);

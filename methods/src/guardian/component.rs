@@ -22,7 +22,7 @@ pub struct Shape {
     pub exports: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Import {
     /// The full name, version included: `batos:image/host@0.1.0`.
     pub name: String,
