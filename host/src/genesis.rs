@@ -58,7 +58,7 @@ pub fn create_image(
         methods.install_genesis(&mut image)?;
         let info = match mind {
             MindSpec::Image => Some(mind::import_default(&mut image, actor, progress)?),
-            MindSpec::None | MindSpec::Scripted(_) => None,
+            MindSpec::None | MindSpec::Scripted(_) | MindSpec::OpenAi(_) => None,
         };
         Tokens::ensure(path)?;
         Ok::<_, GenesisError>(info)

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub grace: Duration,
     /// Which mind to run (`--mind`).
     pub mind: MindSpec,
+    /// The model an external mind asks its engine for (`--model`).
+    pub model: Option<String>,
     /// Where inference runs (`cpu`, `cuda`).
     pub device: String,
     /// How long a `generate` may run before it is cancelled.
@@ -118,6 +120,12 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         tracing::info!("{recovered} cycle(s) left unfinished by an earlier host are marked failed");
     }
     let completer: Option<Arc<dyn Completer>> = match (&options.mind, &mind) {
+        (MindSpec::OpenAi(endpoint), _) => {
+            let external =
+                mind::openai::OpenAiMind::new(endpoint, options.model.as_deref().unwrap_or(""))?;
+            tracing::info!("mind {} (an external engine)", external.label());
+            Some(Arc::new(external))
+        }
         (MindSpec::Scripted(path), _) => {
             let scripted = ScriptedMind::load(path)?;
             tracing::info!("mind {} (a test facility)", scripted.label());

@@ -60,6 +60,9 @@ pub struct Report {
     /// The cycle that wrote it, for a synthesized method.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cycle: Option<batos_image::object::Oid>,
+    /// The mind that wrote it (the model, and the engine for an external one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mind: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -268,6 +268,7 @@ impl Runtime {
             },
             runtime_gate: crate::contract::RUNTIME_GATE.to_owned(),
             cycle: None,
+            mind: None,
         };
         Ok(Built {
             source: source.to_owned(),

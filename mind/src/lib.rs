@@ -16,6 +16,7 @@
 pub mod catalog;
 pub mod engine;
 pub mod llama;
+pub mod openai;
 pub mod prefix;
 pub mod scripted;
 pub mod tokenizer;
@@ -62,6 +63,8 @@ pub enum MindSpec {
     None,
     /// A test facility: completions from a JSON-lines script (see [`scripted`]).
     Scripted(PathBuf),
+    /// An external engine speaking the OpenAI-compatible API at this endpoint (see [`openai`]).
+    OpenAi(String),
 }
 
 impl FromStr for MindSpec {
@@ -70,12 +73,19 @@ impl FromStr for MindSpec {
         match s {
             "image" => Ok(MindSpec::Image),
             "none" => Ok(MindSpec::None),
-            other => match other.strip_prefix("scripted:") {
-                Some(path) if !path.is_empty() => Ok(MindSpec::Scripted(PathBuf::from(path))),
-                _ => Err(format!(
-                    "`{other}` is not a mind: use `image`, `none` or `scripted:FILE`"
-                )),
-            },
+            other => {
+                if let Some(endpoint) = other.strip_prefix("openai:")
+                    && !endpoint.is_empty()
+                {
+                    return Ok(MindSpec::OpenAi(endpoint.to_owned()));
+                }
+                match other.strip_prefix("scripted:") {
+                    Some(path) if !path.is_empty() => Ok(MindSpec::Scripted(PathBuf::from(path))),
+                    _ => Err(format!(
+                        "`{other}` is not a mind: use `image`, `none`, `openai:http://HOST:PORT/v1` or `scripted:FILE`"
+                    )),
+                }
+            }
         }
     }
 }

@@ -83,9 +83,14 @@ pub enum Command {
         /// Milliseconds in-flight requests get to finish after a shutdown signal.
         #[arg(long, default_value_t = 5000)]
         grace_ms: u64,
-        /// `image`: run the image's mind (a new image gets the default model); `none`: no mind.
+        /// `image`: run the image's mind (a new image gets the default model); `none`: no mind;
+        /// `openai:http://HOST:PORT/v1`: an external engine (llama.cpp's server, vLLM, Ollama)
+        /// writes the methods (its API key from BATOS_MIND_API_KEY or BATOS_MIND_API_KEY_FILE).
         #[arg(long, default_value = "image", env = "BATOS_MIND")]
         mind: MindSpec,
+        /// The model an external mind (`--mind openai:…`) asks its engine for.
+        #[arg(long, env = "BATOS_MIND_MODEL")]
+        model: Option<String>,
         /// Where inference runs: cpu, or cuda in a build with the `cuda` feature.
         #[arg(long, default_value = "cpu")]
         device: String,

@@ -535,6 +535,7 @@ impl Cycle<'_> {
             json!({"attempt": attempt, "candidate": n, "millis": started.elapsed().as_secs_f64() * 1000.0, "sha256": built.sha256}),
         )?;
         built.report.cycle = Some(cycle);
+        built.report.mind = Some(self.mind.label());
         self.enter(
             cycle,
             State::Validating,

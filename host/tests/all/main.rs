@@ -4,6 +4,7 @@
 mod cli;
 mod cognition;
 mod examples;
+mod external;
 mod host;
 mod image;
 mod lifecycle;
