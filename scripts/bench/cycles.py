@@ -111,25 +111,43 @@ def main():
     ap.add_argument("--attempts", type=int, default=4)
     ap.add_argument("--candidates", type=int, nargs="+", default=[1])
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--mind", default="image", help="image (the embedded model) or scripted:FILE")
+    ap.add_argument("--mind", default="image",
+                    help="image (the embedded model), openai:http://HOST:PORT/v1 (an external engine, with --model) or scripted:FILE")
+    ap.add_argument("--model", default=None, help="the model an external mind asks its engine for")
+    ap.add_argument("--peer", default=None, metavar="GGUF",
+                    help="also run every setting on llama.cpp's server (xllamacpp) serving this GGUF as an external mind, "
+                         "after the embedded mind: the same missions, side by side")
+    ap.add_argument("--threads", type=int, default=2, help="inference threads, for both engines")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--transcripts", default=os.path.join(tempfile.gettempdir(), "batos-cycles-transcripts"),
                     help="where the transcripts of missions that were not correct are written")
     args = ap.parse_args()
     missions = json.load(open(args.missions))[: args.limit]
+    os.environ["BATOS_MIND_THREADS"] = str(args.threads)
     reports = [run_setting(args, missions, setting, k) for setting in args.setting for k in args.candidates]
+    if args.peer:
+        port = free_port()
+        server = subprocess.Popen([sys.executable, os.path.join(HERE, "..", "..", "tests", "engines", "llama_server.py"),
+                                   str(port), args.peer, str(args.threads)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert server.stdout.readline().strip() == "ready", "llama.cpp's server did not start"
+            args.mind, args.model = f"openai:http://127.0.0.1:{port}/v1", os.path.basename(args.peer)
+            reports += [run_setting(args, missions, setting, k) for setting in args.setting for k in args.candidates]
+        finally:
+            server.terminate()
+            server.wait()
     if args.json:
         print(json.dumps(reports))
         return
-    mind = next((r["mind"] for r in reports if r["mind"]), "?")
-    print(f"mind: {mind}; {len(missions)} missions; up to {args.attempts} attempts each")
-    print("| setting | candidates | | compiled (rustc) | passed the guardian | installed | correct | median cycle | p90 cycle |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"{len(missions)} missions; up to {args.attempts} attempts each; {args.threads} inference thread(s)")
+    print("| mind | setting | candidates | | compiled (rustc) | passed the guardian | installed | correct | median cycle | p90 cycle |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for report in reports:
         s = report["seconds_per_cycle"]
         for key, label in [("first_try", "first try"), ("after_repairs", "after repairs")]:
             r = report[key]
-            print(f"| {report['setting']} | {report['candidates']} | {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% "
+            print(f"| {report['mind']} | {report['setting']} | {report['candidates']} | {label} | {r['compiled']:.0f}% | {r['guardian']:.0f}% | {r['installed']:.0f}% "
                   f"| {r['correct']:.0f}% | {s['median']:.1f} s | {s['p90']:.1f} s |")
 
 
@@ -157,7 +175,8 @@ def run_setting(args, missions, setting, candidates):
         endpoint = f"tcp://127.0.0.1:{free_port()}"
         init = ["init", "--mind", "image" if args.mind == "image" else "none"]
         subprocess.run([args.batos, "--image", image, *init], check=True, capture_output=True)
-        host = subprocess.Popen([args.batos, "--image", image, "serve", "--mind", args.mind, "--bind", endpoint],
+        model = ["--model", args.model] if args.model else []
+        host = subprocess.Popen([args.batos, "--image", image, "serve", "--mind", args.mind, *model, "--bind", endpoint],
                                 stderr=subprocess.PIPE, text=True)
         try:
             for line in host.stderr:
