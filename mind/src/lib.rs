@@ -125,7 +125,7 @@ pub trait Completer: Send + Sync + std::fmt::Debug {
 }
 
 /// Greedy, with a mild repeat penalty: small models loop without one.
-const COGNITION_REPEAT_PENALTY: f32 = 1.1;
+pub(crate) const COGNITION_REPEAT_PENALTY: f32 = 1.1;
 
 impl Completer for MindHandle {
     fn complete(&self, ask: &Ask<'_>) -> Result<Completion, MindError> {

@@ -89,6 +89,10 @@ impl OpenAiMind {
             "temperature": ask.temperature,
             "seed": ask.seed,
             "stream": true,
+            // The embedded mind's repeat penalty, under the names llama.cpp's server and vLLM
+            // read (engines that know neither ignore them): small models loop without one.
+            "repeat_penalty": crate::COGNITION_REPEAT_PENALTY,
+            "repetition_penalty": crate::COGNITION_REPEAT_PENALTY,
         });
         if !ask.stop.is_empty() {
             body["stop"] = json!(ask.stop);

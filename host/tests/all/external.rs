@@ -136,6 +136,10 @@ fn an_external_engine_writes_the_method_after_a_500_is_retried() {
     let last = seen.last().expect("a request");
     assert_eq!(last["model"], json!("test-model"));
     assert_eq!(last["stream"], json!(true));
+    assert!(
+        last["repeat_penalty"].as_f64().is_some_and(|p| p > 1.0),
+        "{last}"
+    );
     assert_eq!(last["messages"][0]["role"], json!("system"));
     assert_eq!(
         last["messages"]
