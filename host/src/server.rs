@@ -111,6 +111,15 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
         Err(e) => tracing::warn!("methods cannot be compiled here: {e}"),
     }
     let mut primary = open_or_create(&options, &methods)?;
+    // The `mind` object may name an external engine (`endpoint`, `model`): then `--mind image`
+    // runs that instead of loading the image's own model.
+    let mut options = options;
+    if options.mind == MindSpec::Image
+        && let Some((endpoint, model)) = external_mind_setting(&primary)?
+    {
+        options.mind = MindSpec::OpenAi(endpoint);
+        options.model = options.model.or(model);
+    }
     let (mind, mind_thread) = load_mind(&options)?;
     // Cognition: cycles a crashed host left open are failed first; then, with a mind, the
     // personas and states exist and a cognition thread writes missing methods.
@@ -240,6 +249,26 @@ fn open_or_create(options: &ServeOptions, methods: &Runtime) -> Result<Image, Se
     bar.finish();
     tracing::info!("created {} from genesis", options.image.display());
     Ok(image)
+}
+
+/// The external engine the image's `mind` object names, if it does: its `endpoint` slot
+/// (`http://HOST:PORT/v1`, or the same after `openai:`) and `model` slot. (The API key is never
+/// a slot: it comes from the environment.)
+fn external_mind_setting(image: &Image) -> Result<Option<(String, Option<String>)>, ServerError> {
+    let Some(oid) = image.named(mind::MIND_OBJECT)? else {
+        return Ok(None);
+    };
+    let slot = |name: &str| match image.get(oid, name) {
+        Ok(serde_json::Value::String(text)) if !text.is_empty() => Some(text),
+        _ => None,
+    };
+    Ok(slot("endpoint").map(|endpoint| {
+        let endpoint = endpoint
+            .strip_prefix("openai:")
+            .map(str::to_owned)
+            .unwrap_or(endpoint);
+        (endpoint, slot("model"))
+    }))
 }
 
 /// The image's own mind, loaded on its thread straight from its blob (it owns the model from

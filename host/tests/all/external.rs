@@ -278,3 +278,32 @@ fn llama_cpps_server_is_driven_through_a_whole_cycle() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+/// The same engine named on the image's `mind` object instead of the command line: a host
+/// started with `--mind image` runs it (and never loads a model of its own).
+#[test]
+fn an_engine_named_on_the_mind_object_is_the_hosts_mind() {
+    let (endpoint, seen) = engine(vec![Answer::Stream(DOUBLE.into())]);
+    let scratch = Scratch::new();
+    let init = scratch.batos(&["init", "--mind", "none"]);
+    assert!(init.status.success(), "{}", crate::support::stderr(&init));
+    let _ = scratch.batos(&["create", "--name", "mind"]);
+    for (slot, value) in [("endpoint", endpoint.as_str()), ("model", "object-model")] {
+        let set = scratch.batos(&["set", "mind", slot, &json!(value).to_string()]);
+        assert!(set.status.success(), "{}", crate::support::stderr(&set));
+    }
+    let host = Host::start_with_args(scratch, "normal", "image", &[]);
+    set(&host, "attempts", json!(1));
+    let dealer = host.dealer();
+    dealer.set_rcvtimeo(120_000).expect("timeout");
+    let reply = ask(
+        &dealer,
+        json!({"op": "send", "to": "counter", "selector": "double"}),
+    );
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+    let seen = seen.lock().expect("requests").clone();
+    assert_eq!(
+        seen.last().map(|r| r["model"].clone()),
+        Some(json!("object-model"))
+    );
+}
