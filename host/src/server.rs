@@ -114,11 +114,13 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     // The `mind` object may name an external engine (`endpoint`, `model`): then `--mind image`
     // runs that instead of loading the image's own model.
     let mut options = options;
+    let mut named_by_image = false;
     if options.mind == MindSpec::Image
         && let Some((endpoint, model)) = external_mind_setting(&primary)?
     {
         options.mind = MindSpec::OpenAi(endpoint);
         options.model = options.model.or(model);
+        named_by_image = true;
     }
     let (mind, mind_thread) = load_mind(&options)?;
     // Cognition: cycles a crashed host left open are failed first; then, with a mind, the
@@ -130,8 +132,12 @@ pub fn run(options: ServeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Serve
     }
     let completer: Option<Arc<dyn Completer>> = match (&options.mind, &mind) {
         (MindSpec::OpenAi(endpoint), _) => {
-            let external =
-                mind::openai::OpenAiMind::new(endpoint, options.model.as_deref().unwrap_or(""))?;
+            let external = mind::openai::OpenAiMind::new(
+                endpoint,
+                options.model.as_deref().unwrap_or(""),
+                // An engine the image names gets no API key (any full token may name one).
+                !named_by_image,
+            )?;
             tracing::info!("mind {} (an external engine)", external.label());
             Some(Arc::new(external))
         }

@@ -113,6 +113,8 @@ pub struct Ask<'a> {
     /// 0 is greedy; above it, sampled with `seed` (a repeated candidate is drawn again so).
     pub temperature: f64,
     pub seed: u64,
+    /// Set when the host shuts down: a mind that waits on something else gives up then.
+    pub shutdown: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 /// What cognition asks of a mind: a completion.

@@ -199,6 +199,7 @@ impl Cycle<'_> {
             deadline: Some(deadline),
             temperature,
             seed,
+            shutdown: Some(self.stop),
         };
         match self.mind.complete(&ask) {
             Ok(c) => {

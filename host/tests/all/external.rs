@@ -236,6 +236,15 @@ fn llama_cpps_server_is_driven_through_a_whole_cycle() {
         .expect("python3 runs llama.cpp's server (scripts/setup installs xllamacpp)");
     let mut ready = String::new();
     let _ = BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut ready);
+    // The server goes when the test does, passed or failed.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Killed(server);
     assert_eq!(ready.trim(), "ready", "llama.cpp's server did not start");
     let host = host_on(&format!("http://127.0.0.1:{port}/v1"));
     set(&host, "attempts", json!(1));
@@ -275,8 +284,6 @@ fn llama_cpps_server_is_driven_through_a_whole_cycle() {
             .contains(&format!("test-model at http://127.0.0.1:{port}/v1")),
         "the transcript names the engine"
     );
-    let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// The same engine named on the image's `mind` object instead of the command line: a host
@@ -306,4 +313,57 @@ fn an_engine_named_on_the_mind_object_is_the_hosts_mind() {
         seen.last().map(|r| r["model"].clone()),
         Some(json!("object-model"))
     );
+}
+
+/// A host told to stop while its cycle waits on an engine that never answers stops (the wait
+/// gives up on shutdown rather than at the cycle's hour-long deadline), and the message waiting
+/// on that cycle is answered.
+#[test]
+fn a_host_stops_while_an_engine_hangs_and_answers_the_waiting_message() {
+    let (endpoint, seen) = engine(vec![Answer::Hang]);
+    let mut host = host_on(&endpoint);
+    set(&host, "attempts", json!(1));
+    set(&host, "time_limit_s", json!(3600));
+    let dealer = host.dealer();
+    dealer.set_rcvtimeo(60_000).expect("timeout");
+    dealer
+        .send(
+            json!({"id": 1, "op": "send", "to": "counter", "selector": "double"})
+                .to_string()
+                .as_bytes(),
+            0,
+        )
+        .expect("send");
+    // Wait until the engine has the request, then stop the host.
+    for _ in 0..200 {
+        if !seen.lock().expect("requests").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !seen.lock().expect("requests").is_empty(),
+        "the engine was asked"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &host.child.id().to_string()])
+        .status();
+    let reply: Value = serde_json::from_slice(
+        &dealer
+            .recv_bytes(0)
+            .expect("the waiting message is answered"),
+    )
+    .expect("json");
+    assert_eq!(reply["id"], json!(1));
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    // A liveness bound, not a speed one: without the fix the host waits out the hour.
+    let mut exited = None;
+    for _ in 0..600 {
+        exited = host.child.try_wait().expect("wait");
+        if exited.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(exited.is_some(), "the host stopped");
 }
