@@ -28,6 +28,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const ERROR_EXCERPT: usize = 300;
 
 /// The engine and the model it serves.
+#[derive(Clone)]
 pub struct OpenAiMind {
     /// The API's base, ending in `/v1` (or wherever `chat/completions` lives).
     endpoint: String,
@@ -183,12 +184,7 @@ impl Completer for OpenAiMind {
             .saturating_add(4096);
         // The request runs on its own thread, so a host that shuts down stops waiting at once
         // (the thread ends at the deadline, holding nothing of the image).
-        let mind = OpenAiMind {
-            endpoint: self.endpoint.clone(),
-            model: self.model.clone(),
-            key: self.key.clone(),
-            agent: self.agent.clone(),
-        };
+        let mind = self.clone();
         let (done, result) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("batos-external-mind".into())

@@ -136,18 +136,19 @@ impl Incoming {
                 "the request's envelope reads two ways: nothing was done",
             ));
         }
-        let read_key = KEPT_READS.contains(&self.op.as_str()).then(|| {
-            let mut kept = object.clone();
-            // Not part of what is read: who asked (admitted already), and under which retry key.
-            for envelope in ["id", "token", "key"] {
-                kept.remove(envelope);
+        let request = Request::decode(&value);
+        // The request is built: the value itself becomes the read's key (no copy of it).
+        let read_key = match value {
+            Value::Object(mut kept) if KEPT_READS.contains(&self.op.as_str()) => {
+                // Not part of what is read: who asked (admitted already), and under which key.
+                for envelope in ["id", "token", "key"] {
+                    kept.remove(envelope);
+                }
+                Some(Value::Object(kept).to_string())
             }
-            Value::Object(kept).to_string()
-        });
-        Parsed {
-            request: Request::decode(&value),
-            read_key,
-        }
+            _ => None,
+        };
+        Parsed { request, read_key }
     }
 }
 
