@@ -195,7 +195,8 @@ pub fn replayed(id: &Value, recorded: &str) -> Vec<u8> {
     reply.to_string().into_bytes()
 }
 
-/// A reply larger than `limit` bytes becomes a `too-large` failure under the same id.
+/// A reply larger than `limit` bytes becomes a `too-large` failure under the same id (or under
+/// none, when the id is what would keep the refusal itself over the limit).
 pub fn bounded(reply: Vec<u8>, id: &Value, limit: usize) -> Vec<u8> {
     if reply.len() <= limit {
         return reply;
@@ -207,7 +208,12 @@ pub fn bounded(reply: Vec<u8>, id: &Value, limit: usize) -> Vec<u8> {
             reply.len()
         ),
     );
-    failed(id, &failure)
+    let answer = failed(id, &failure);
+    let anonymous = failed(&Value::Null, &failure);
+    if answer.len() > limit && anonymous.len() <= limit {
+        return anonymous;
+    }
+    answer
 }
 
 #[cfg(test)]
@@ -274,5 +280,9 @@ mod tests {
         assert_eq!(reply["id"], json!(1));
         assert_eq!(reply["error"]["code"], json!("too-large"));
         assert_eq!(bounded(big.clone(), &json!(1), big.len()), big);
+        // An id that alone is over the limit is left out of the refusal.
+        let id = json!("a".repeat(2000));
+        let reply = bounded(ok(&id, "1"), &id, 1024);
+        assert!(reply.len() <= 1024, "{} bytes", reply.len());
     }
 }

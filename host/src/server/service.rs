@@ -273,7 +273,8 @@ impl Service {
             (Err(failure), _) | (_, Err(failure)) => return reply.fail(&failure),
             (Ok(request), Ok(key)) => (request, key),
         };
-        if let Some(read_key) = &parsed.read_key {
+        // A keyed request goes to a worker, which answers a retry with its recorded reply.
+        if let Some(read_key) = parsed.read_key.as_ref().filter(|_| key.is_none()) {
             let kept = match self.shared.reads.lock() {
                 Ok(mut reads) => reads.answer(read_key),
                 Err(_) => None,

@@ -223,10 +223,13 @@ impl ZeroMq {
             return;
         }
         if let Err(refused) = check_message(&frames, self.message_bytes) {
-            // Not a request of ours to mirror: the answer goes to the sender alone.
+            // Not a request of ours to mirror: the answer goes to the sender alone, after REQ's
+            // empty delimiter when it sent one (a REQ socket drops a reply without it).
             let reply = envelope::failed(&serde_json::Value::Null, &refused);
-            let identity = frames.swap_remove(0);
-            self.backlog.deliver(&self.router, vec![identity, reply]);
+            let req = frames.len() > 2 && frames[1].is_empty();
+            frames.truncate(if req { 2 } else { 1 });
+            frames.push(reply);
+            self.backlog.deliver(&self.router, frames);
             return;
         }
         let Some(payload) = frames.pop() else { return };
@@ -310,7 +313,8 @@ fn check_message(frames: &[Vec<u8>], message_bytes: usize) -> Result<(), Failure
             ),
         ));
     }
-    let total: usize = frames.iter().map(Vec::len).sum();
+    // The client's request, not the identity ROUTER put before it.
+    let total: usize = frames.iter().skip(1).map(Vec::len).sum();
     if total > message_bytes {
         return Err(Failure::new(
             Code::TooLarge,
@@ -415,6 +419,8 @@ mod tests {
     #[test]
     fn a_message_is_bounded_in_frames_and_bytes() {
         assert!(check_message(&[vec![1], vec![], vec![0; 90]], 100).is_ok());
+        // Exactly the limit is taken: the identity does not count.
+        assert!(check_message(&[vec![1; 5], vec![0; 100]], 100).is_ok());
         assert!(check_message(&vec![vec![0; 1]; 16], 100).is_err());
         assert!(check_message(&[vec![1], vec![0; 60], vec![0; 60]], 100).is_err());
     }

@@ -154,6 +154,61 @@ fn an_oversized_message_costs_only_its_sender() {
     assert_eq!(reply["error"]["code"], json!("no-such-slot"));
 }
 
+/// A REQ client whose message is refused before it is read as a request (too many frames, too
+/// many bytes) still gets its one reply: REQ drops any reply without its empty delimiter.
+#[test]
+fn a_req_client_refused_at_the_frame_check_gets_its_reply() {
+    let host = Host::start("normal");
+    let req = zmq::Context::new().socket(zmq::REQ).expect("req");
+    req.set_linger(0).expect("linger");
+    req.set_rcvtimeo(10_000).expect("timeout");
+    req.connect(&host.endpoint).expect("connect");
+    req.send_multipart([&b"{}"[..], b"{}", b"{}", b"{}"], 0)
+        .expect("send");
+    let reply: Value = serde_json::from_slice(&req.recv_bytes(0).expect("a reply")).expect("json");
+    assert_eq!(reply["error"]["code"], json!("too-large"), "{reply}");
+    // A payload of exactly the limit is taken (the identity ROUTER adds does not count).
+    let exact = format!(
+        "{{\"op\": \"ping\", \"x\": \"{}\"}}",
+        " ".repeat((1 << 20) - r#"{"op": "ping", "x": ""}"#.len())
+    );
+    assert_eq!(exact.len(), 1 << 20);
+    req.send(exact.as_bytes(), 0).expect("send");
+    let reply: Value = serde_json::from_slice(&req.recv_bytes(0).expect("a reply")).expect("json");
+    assert_eq!(reply["ok"], json!(true), "{reply}");
+}
+
+/// A keyed request is answered the same whether or not its read is in the read cache: a retry
+/// key applied before gets its recorded reply.
+#[test]
+fn a_keyed_read_gets_the_keys_recorded_reply_whatever_the_cache_holds() {
+    let host = Host::start("normal");
+    let client = host.dealer();
+    let set = ask(
+        &client,
+        json!({"op": "set", "to": "lobby", "slot": "s", "value": 1, "key": "K"}),
+    );
+    assert_eq!(set["ok"], json!(true), "{set}");
+    let cold = ask(
+        &client,
+        json!({"op": "get", "to": "lobby", "slot": "s", "key": "K"}),
+    );
+    // Warm the cache with the same read, unkeyed, then ask again with the key.
+    for _ in 0..2 {
+        ask(&client, json!({"op": "get", "to": "lobby", "slot": "s"}));
+    }
+    let warm = ask(
+        &client,
+        json!({"op": "get", "to": "lobby", "slot": "s", "key": "K"}),
+    );
+    assert_eq!(cold["replayed"], json!(true), "{cold}");
+    assert_eq!(
+        (warm["replayed"].clone(), warm["result"].clone()),
+        (cold["replayed"].clone(), cold["result"].clone()),
+        "{warm}"
+    );
+}
+
 #[test]
 fn a_slow_request_does_not_delay_a_ping_and_a_vanished_client_costs_nothing() {
     let host = Host::start("normal");
